@@ -1,0 +1,232 @@
+"""`f4load-sim`: look at, reset and break the persisted virtual STM32F407.
+
+    f4load-sim status                 flash sectors, decoded option bytes, OTP, faults, state directory
+    f4load-sim reset                  a factory-new chip (erased, factory option bytes, no faults)
+    f4load-sim fault wrp=0-3 rdp1     add faults (text form: docs/faults.md)
+    f4load-sim fault --clear          remove every fault
+    f4load-sim faults                 the known faults, one line each
+    f4load-sim --state DIR ...        use DIR instead of $F4LOAD_SIM_STATE or the default
+
+Errors are one line on stderr: exit status 2 for a usage error (including a bad fault spec), 1 for a state
+directory that cannot be used (corrupted, in use by another process, not writable).
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable, List, Optional, Sequence, TypeVar
+
+import click
+
+from f4load import registers as reg
+from f4load.part import KB, OTP_SIZE, part_for_flash_kb, sectors_for
+from f4load.sim.faults import FAULT_KINDS, FAULTS_ENV, Faults, FaultSpecError, format_sectors
+from f4load.sim.flash import OptionBytes
+from f4load.sim.state import (
+    ChipState,
+    SimStateError,
+    clear_faults,
+    inject_faults,
+    load_state,
+    option_faults_of,
+    read_stored_faults,
+    reset_state,
+    state_dir,
+)
+
+PROG = "f4load-sim"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _state_option(func: F) -> F:
+    return click.option("--state", "state", metavar="DIR", default=None,
+                        help="State directory (default: $F4LOAD_SIM_STATE or the user cache directory).")(func)
+
+
+def _directory(ctx: click.Context, state: Optional[str]) -> Optional[str]:
+    """--state given to the command wins over --state given before it."""
+    return state if state is not None else ctx.obj
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@_state_option
+@click.pass_context
+def cli(ctx: click.Context, state: Optional[str]) -> None:
+    """Inspect, reset and inject faults into the persisted virtual STM32F407."""
+    ctx.obj = state
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+# ---------------------------------------------------------------------------------------------------------
+@cli.command()
+@_state_option
+@click.pass_context
+def status(ctx: click.Context, state: Optional[str]) -> None:
+    """Show flash sectors, decoded option bytes, OTP, active faults and the state directory."""
+    directory = state_dir(_directory(ctx, state))
+    chip = load_state(directory)
+    stored = read_stored_faults(directory)
+    for line in status_lines(chip, stored, str(directory)):
+        click.echo(line)
+
+
+def status_lines(chip: ChipState, stored: Faults, directory: str) -> List[str]:
+    """The `status` report, one string per line."""
+    _, part = part_for_flash_kb(chip.flash_kb)
+    faults = chip.faults
+    lines = [f"state directory: {directory}",
+             f"chip: {part.name}{' (clone)' if faults.clone else ''}, {chip.flash_kb} KB flash, "
+             f"unique ID {chip.unique_id.hex()}",
+             "flash:"]
+    sectors = sectors_for(chip.flash_kb * KB)
+    for sector in sectors:
+        offset = sector.start - sectors[0].start
+        data = chip.flash[offset:offset + sector.size]
+        programmed = len(data) - data.count(b"\xff")
+        what = "erased" if programmed == 0 else f"non-blank ({programmed} bytes not 0xFF)"
+        lines.append(f"  sector {sector.index:2d}  0x{sector.start:08X}  {sector.size // KB:3d} KB  {what}")
+    lines.append(f"option bytes: OPTCR user bits 0x{chip.options.optcr:08X}")
+    lines.extend("  " + line for line in option_byte_lines(chip.options))
+    lines.append("  " + otp_line(chip.options))
+    lines.append("faults:" + ("" if _has_faults(faults, chip.options) else " none"))
+    shown = stored.without_option_byte_faults().merged(option_faults_of(chip.options))
+    for line in shown.describe():
+        lines.append(f"  {line}")
+    extra = _environment_only(faults, shown)
+    for line in extra.describe():
+        lines.append(f"  {line} (from {FAULTS_ENV})")
+    return lines
+
+
+def _has_faults(faults: Faults, options: OptionBytes) -> bool:
+    return not faults.is_default() or not option_faults_of(options).is_default()
+
+
+def _environment_only(effective: Faults, shown: Faults) -> Faults:
+    """Fields where the effective faults differ from those already shown (i.e. set by the environment)."""
+    out = Faults()
+    for name in Faults.__dataclass_fields__:
+        if getattr(effective, name) != getattr(shown, name):
+            setattr(out, name, getattr(effective, name))
+    if out.write_protected:
+        out.write_protected = [s for s in out.write_protected if s not in shown.write_protected]
+    if out.reset_during:
+        out.reset_during = [r for r in out.reset_during if r not in shown.reset_during]
+    out.sticky_sr &= ~shown.sticky_sr
+    return out
+
+
+def option_byte_lines(options: OptionBytes) -> List[str]:
+    """The OPTCR user bits decoded (RM0090 3.7.1 and 3.9.10)."""
+    optcr = options.optcr
+    rdp = options.rdp_byte
+    rdp_text = {0: "level 0 (no protection)", 1: "level 1 (flash read-protected while a debugger is attached)",
+                2: "level 2 (permanent: debug disabled, option bytes frozen)"}[options.rdp_level]
+    protected = options.write_protected_sectors
+    nwrp = options.nwrp
+    wrp_text = ("no sector write-protected" if not protected
+                else f"sectors {format_sectors(protected)} write-protected")
+    wdg_text = ("1: software watchdog (IWDG off until software starts it)" if optcr & reg.FLASH_OPTCR_WDG_SW
+                else "0: hardware watchdog (IWDG runs from every reset)")
+    bor = (optcr & reg.FLASH_OPTCR_BOR_LEV_MASK) >> reg.FLASH_OPTCR_BOR_LEV_SHIFT
+    return [f"RDP        0x{rdp:02X}: {rdp_text}",
+            f"nWRP       0x{nwrp:03X}: {wrp_text}",
+            f"WDG_SW     {wdg_text}",
+            f"BOR_LEV    {bor:02b}: {reg.BOR_LEVEL_NAMES[bor]}",
+            f"nRST_STOP  {int(bool(optcr & reg.FLASH_OPTCR_NRST_STOP))}, "
+            f"nRST_STDBY {int(bool(optcr & reg.FLASH_OPTCR_NRST_STDBY))} (1: no reset on entering stop/standby)"]
+
+
+OTP_BLOCKS = 16  # RM0090 3.8: 512 OTP bytes in 16 blocks of 32, then one lock byte per block
+OTP_BLOCK_BYTES = OTP_SIZE // OTP_BLOCKS
+
+
+def otp_line(options: OptionBytes) -> str:
+    """How many OTP blocks hold data and how many are locked."""
+    data = options.otp
+    used = sum(1 for i in range(OTP_BLOCKS)
+               if data[i * OTP_BLOCK_BYTES:(i + 1) * OTP_BLOCK_BYTES].count(b"\xff") != OTP_BLOCK_BYTES)
+    locked = sum(1 for i in range(OTP_BLOCKS) if data[OTP_SIZE + i] != 0xFF)
+    return f"OTP        {used} of {OTP_BLOCKS} blocks programmed, {locked} locked"
+
+
+# ---------------------------------------------------------------------------------------------------------
+@cli.command()
+@_state_option
+@click.pass_context
+def reset(ctx: click.Context, state: Optional[str]) -> None:
+    """Make the chip factory-new: erased flash, factory option bytes and OTP, no faults, 512 KB."""
+    directory = state_dir(_directory(ctx, state))
+    reset_state(directory)
+    click.echo(f"factory-new STM32F407VE in {directory}")
+
+
+@cli.command()
+@_state_option
+@click.option("--clear", is_flag=True, help="Remove every fault first (option bytes back to factory values).")
+@click.argument("specs", nargs=-1, metavar="SPEC...")
+@click.pass_context
+def fault(ctx: click.Context, state: Optional[str], clear: bool, specs: Sequence[str]) -> None:
+    """Add faults, e.g. `f4load-sim fault wrp=0-3 iwdg=5ms`; see `f4load-sim faults`."""
+    if not clear and not specs:
+        raise click.UsageError("give at least one fault (see `f4load-sim faults`) or --clear")
+    directory = state_dir(_directory(ctx, state))
+    if clear:
+        clear_faults(directory)
+    if specs:
+        now = inject_faults(directory, " ".join(specs))
+    else:
+        now = read_stored_faults(directory)
+    text = now.to_text()
+    click.echo(f"faults in {directory}: {text or 'none'}")
+
+
+@cli.command("faults")
+def list_faults() -> None:
+    """List the known faults with one-line meanings."""
+    width = max(len(kind.usage) for kind in FAULT_KINDS)
+    for kind in FAULT_KINDS:
+        example = f", e.g. {kind.name}={kind.example}" if kind.example else ""
+        where = " [option bytes]" if kind.option_byte else ""
+        click.echo(f"{kind.usage:<{width}}  {kind.meaning}{example}{where}")
+    click.echo(f"Several faults: separate with spaces (or ';' in {FAULTS_ENV}).")
+
+
+# ---------------------------------------------------------------------------------------------------------
+def _error(message: str) -> None:
+    one_line = " ".join(str(message).split())
+    click.echo(f"{PROG}: error: {one_line}", err=True)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Console entry point: run the command, turn every failure into one line on stderr and an exit status."""
+    try:
+        result = cli.main(args=list(argv) if argv is not None else None, prog_name=PROG, standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.UsageError as exc:
+        _error(exc.format_message())
+        return 2
+    except click.Abort:
+        _error("aborted")
+        return 1
+    except click.ClickException as exc:
+        _error(exc.format_message())
+        return exc.exit_code
+    except FaultSpecError as exc:
+        _error(str(exc))
+        return 2
+    except SimStateError as exc:
+        _error(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+    except Exception as exc:  # never a traceback for the user; the message names the failure
+        _error(f"internal error: {type(exc).__name__}: {exc}")
+        return 1
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

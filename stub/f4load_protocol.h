@@ -1,0 +1,212 @@
+/*
+ * f4load stub <-> host protocol: the one source of truth for both sides.
+ *
+ * The stub (C, arm-none-eabi-gcc) includes this header; the host (host/f4load/protocol.py) hands its text to
+ * cffi's cdef. So it holds only what cdef can parse: fixed-width integer types, plain structs, and
+ * `#define NAME <integer literal>` (no expressions, no suffixes). The include guard and the #include line are
+ * removed by protocol.py before cdef.
+ *
+ * ---------------------------------------------------------------------------------------------------------
+ * Entry points (CMSIS-Pack flash algorithm interface, plus our own). All are Thumb functions inside one
+ * position-independent blob; call them with LR pointing at a BKPT, SP at a stack of F4LOAD_STACK_NEED bytes
+ * or more. r9 is not used (the blob reaches its data PC-relative), so the blob runs wherever it is loaded.
+ *
+ *   uint32_t Init(uint32_t adr, uint32_t clk, uint32_t fnc)
+ *       fnc: 1 erase, 2 program, 3 verify (CMSIS). clk: core clock in Hz, 0 = unknown (pyocd passes 0),
+ *       then the clock from the config word, else HSI 16 MHz. Reads the config word `f4load_config`
+ *       (the host writes it into PrgData after loading the blob and before Init; its initial value is
+ *       F4LOAD_CONFIG_DEFAULT), starts the DWT cycle counter for timeouts, makes a running IWDG last about
+ *       32 s, reads F_SIZE, disables the flash caches, waits for BSY, clears stale error flags, unlocks
+ *       FLASH_CR (not for fnc 3). Clears the error record. 0 on success, else a result code.
+ *   uint32_t UnInit(uint32_t fnc)
+ *       Locks FLASH_CR (always, also after a failure), resets and restores the flash caches. 0 on success;
+ *       a BSY timeout code if the flash is still busy (then CR cannot be written: reset the chip).
+ *   uint32_t EraseSector(uint32_t adr)      adr = start address of a sector. 0 or a result code.
+ *   uint32_t EraseChip(void)                mass erase. 0 or a result code.
+ *   uint32_t ProgramPage(uint32_t adr, uint32_t sz, const uint8_t *buf)
+ *       Programs [adr, adr+sz) with the widest writes PSIZE allows. Any alignment: the bytes of a write
+ *       that lie outside the range are filled with their current contents (read back, 0xFF when erased),
+ *       so nothing outside the range changes. Writes that cannot change the flash (no 1 to clear) are
+ *       skipped; every write is read back. 0 or a result code.
+ *   uint32_t Verify(uint32_t adr, uint32_t sz, const uint8_t *buf)
+ *       CMSIS: returns adr+sz when [adr, adr+sz) equals buf, else the address of the first difference
+ *       (details, with a result code, in the error record).
+ *   uint32_t BlankCheck(uint32_t adr, uint32_t sz, uint32_t pat)
+ *       0 when every byte equals (pat & 0xFF), else a result code (kind NOT_BLANK; address in the record).
+ *   uint32_t Crc(uint32_t adr, uint32_t sz)
+ *       CRC of the words at [adr, adr+sz) by the CRC unit (poly 0x04C11DB7, init 0xFFFFFFFF, 32-bit words
+ *       as read little-endian, no reflection, no final xor); adr and sz multiples of 4, inside main flash.
+ *       0 on success with the CRC in `f4load_crc`, else a result code.
+ *
+ * Symbols the host reads or writes (offsets in the blob come from the ELF, see stub_image.py):
+ *   f4load_config  uint32_t                 config word, written by the host before Init
+ *   f4load_error   struct f4load_error      error record, read by the host after a failure
+ *   f4load_crc     uint32_t                 result of the last Crc()
+ *
+ * ---------------------------------------------------------------------------------------------------------
+ * Result codes: 0 = success. Anything else is a failure laid out so that it reads in hex:
+ *
+ *   31..24  KIND    what went wrong (F4LOAD_KIND_*), never 0
+ *   23..20  OP      which entry point (F4LOAD_OP_*)
+ *   19..16  SECTOR  0..11, or F4LOAD_SECTOR_NONE (mass erase, or no single sector applies)
+ *   15      STALE   error flags were already set before this operation (left by the application or an
+ *                   earlier unreported failure); they were cleared, and recorded in f4load_error.stale_sr
+ *   14..8   DETAIL  kind-specific (F4LOAD_ARG_* for BAD_ARGUMENT, F4LOAD_VERIFY_* for VERIFY_MISMATCH)
+ *    7..0   SR      FLASH_SR bits 7..0 at the failure, same positions as the register
+ *                   (OPERR 1, WRPERR 4, PGAERR 5, PGPERR 6, PGSERR 7)
+ *
+ * Example: 0x01350010 = FLASH_ERROR in EraseSector, sector 5, WRPERR (sector 5 is write-protected).
+ */
+#ifndef F4LOAD_PROTOCOL_H
+#define F4LOAD_PROTOCOL_H
+
+#include <stdint.h>
+
+#define F4LOAD_PROTOCOL_VERSION     1
+
+#define F4LOAD_RESULT_OK            0
+#define F4LOAD_KIND_SHIFT           24
+#define F4LOAD_KIND_MASK            0xFF000000
+#define F4LOAD_OP_SHIFT             20
+#define F4LOAD_OP_MASK              0x00F00000
+#define F4LOAD_SECTOR_SHIFT         16
+#define F4LOAD_SECTOR_MASK          0x000F0000
+#define F4LOAD_SECTOR_NONE          15
+#define F4LOAD_STALE                0x00008000
+#define F4LOAD_DETAIL_SHIFT         8
+#define F4LOAD_DETAIL_MASK          0x00007F00
+#define F4LOAD_SR_MASK              0x000000FF
+
+/* KIND: what went wrong. */
+#define F4LOAD_KIND_FLASH_ERROR     1   /* the flash interface set error bits in FLASH_SR (see SR byte) */
+#define F4LOAD_KIND_BSY_TIMEOUT     2   /* FLASH_SR.BSY stayed set past twice the DS8626 maximum time */
+#define F4LOAD_KIND_LOCKED          3   /* FLASH_CR still locked after the key sequence: a wrong key was
+                                           written since reset, which locks CR until the next reset */
+#define F4LOAD_KIND_BEYOND_END      4   /* the request reaches past the end of flash (F_SIZE) */
+#define F4LOAD_KIND_BAD_ARGUMENT    5   /* address/size/alignment not acceptable (DETAIL: F4LOAD_ARG_*) */
+#define F4LOAD_KIND_VERIFY_MISMATCH 6   /* flash differs from the data (DETAIL: F4LOAD_VERIFY_*) */
+#define F4LOAD_KIND_NOT_BLANK       7   /* BlankCheck found a byte that is not the pattern */
+#define F4LOAD_KIND_NOT_INITIALIZED 8   /* an operation was called before Init (or after UnInit) */
+#define F4LOAD_KIND_BAD_CONFIG      9   /* the config word is not valid (e.g. x64 parallelism) */
+#define F4LOAD_KIND_NO_CYCLE_COUNTER 10 /* DWT has no cycle counter, so no operation could be timed */
+#define F4LOAD_KIND_BAD_FLASH_SIZE  11  /* F_SIZE does not name a flash size this family has */
+
+/* OP: which entry point failed. */
+#define F4LOAD_OP_INIT              1
+#define F4LOAD_OP_UNINIT            2
+#define F4LOAD_OP_ERASE_SECTOR      3
+#define F4LOAD_OP_ERASE_CHIP        4
+#define F4LOAD_OP_PROGRAM           5
+#define F4LOAD_OP_VERIFY            6
+#define F4LOAD_OP_BLANK_CHECK       7
+#define F4LOAD_OP_CRC               8
+#define F4LOAD_OP_STREAM            9
+
+/* DETAIL for F4LOAD_KIND_BAD_ARGUMENT. */
+#define F4LOAD_ARG_NOT_FLASH        1   /* the address is not in main flash (0x0800_0000..) */
+#define F4LOAD_ARG_NOT_SECTOR_START 2   /* EraseSector needs the first address of a sector */
+#define F4LOAD_ARG_ALIGNMENT        3   /* Crc needs word-aligned address and size */
+#define F4LOAD_ARG_WRAPS            4   /* adr + sz wraps around the 32-bit address space */
+
+/* DETAIL for F4LOAD_KIND_VERIFY_MISMATCH. */
+#define F4LOAD_VERIFY_COMPARE       1   /* Verify() found a difference */
+#define F4LOAD_VERIFY_AFTER_WRITE   2   /* ProgramPage read back a write and it differs: the location was not
+                                           erased (programming only clears bits) or the cell is worn */
+
+/* ---------------------------------------------------------------------------------------------------------
+ * Config word (symbol f4load_config, in PrgData). The host writes it after loading the blob, before Init.
+ *
+ *   1..0   PSIZE      FLASH_CR.PSIZE for erase and program: 0 x8 (VDD 1.8-2.1 V), 1 x16 (2.1-2.7 V),
+ *                     2 x32 (2.7-3.6 V). 3 (x64) needs 8-9 V on VPP and is refused (BAD_CONFIG).
+ *   15..8  CLOCK_MHZ  core clock in MHz for the timeouts; 0 = HSI 16 MHz (the clock after reset).
+ *                     Init's clk argument, when not 0, wins.
+ *   16     NO_IWDG    do not touch the IWDG (default: stretch a running one to ~32 s and refresh it)
+ */
+#define F4LOAD_CONFIG_PSIZE_MASK    0x00000003
+#define F4LOAD_CONFIG_CLOCK_SHIFT   8
+#define F4LOAD_CONFIG_CLOCK_MASK    0x0000FF00
+#define F4LOAD_CONFIG_NO_IWDG       0x00010000
+#define F4LOAD_CONFIG_DEFAULT       0x00000002
+
+/* Timeouts (ms): twice the DS8626 Table 40 maximum (program: 100 us max, one ms granularity). */
+#define F4LOAD_PROGRAM_TIMEOUT_MS   1
+
+/* ---------------------------------------------------------------------------------------------------------
+ * Error record (symbol f4load_error). Cleared by Init; written on every failure (the last one wins).
+ */
+struct f4load_error {
+    uint32_t result;        /* result code of the last failure, 0 if none since Init */
+    uint32_t address;       /* failing address: the flash write, the sector start, the first differing byte */
+    uint32_t sr;            /* raw FLASH_SR read at the failure */
+    uint32_t cr;            /* raw FLASH_CR read at the failure */
+    uint32_t expected;      /* VERIFY_MISMATCH / NOT_BLANK: the value wanted (write width), else 0 */
+    uint32_t actual;        /* the value read back */
+    uint32_t waited_ms;     /* BSY_TIMEOUT: how long the stub waited */
+    uint32_t stale_sr;      /* error flags found set (and cleared) before operations, OR-ed since Init */
+    uint32_t cfsr;          /* LOCKED: SCB CFSR after the key writes (a bus fault is the wrong-key symptom) */
+    uint32_t flash_size;    /* bytes of main flash, from F_SIZE at Init */
+    uint32_t failures;      /* number of failures since Init */
+};
+
+/* ---------------------------------------------------------------------------------------------------------
+ * RAM layout used by the f4load host (pyocd chooses its own for the FLM). Offsets from F4LOAD_RAM_BASE.
+ *
+ *   +0x0000  halt word 0xE7FDBE00 (BKPT #0; B .-2): entry points return here (LR = base + 1)
+ *   +0x0004  the stub image (PrgCode then PrgData), at most F4LOAD_IMAGE_BUDGET bytes
+ *   ......   stack, growing down from F4LOAD_STACK_TOP
+ *   +0x1000  struct f4load_queue (streaming, next issue)
+ *   +0x2000  F4LOAD_BUFFER_COUNT buffers of F4LOAD_BUFFER_SIZE bytes
+ */
+#define F4LOAD_RAM_BASE             0x20000000
+#define F4LOAD_RAM_SIZE             0x00020000
+#define F4LOAD_HALT_WORD            0xE7FDBE00
+#define F4LOAD_IMAGE_OFFSET         0x00000004
+#define F4LOAD_IMAGE_BUDGET         0x00000C00
+#define F4LOAD_STACK_TOP            0x00001000
+#define F4LOAD_STACK_BUDGET         0x00000200
+#define F4LOAD_QUEUE_OFFSET         0x00001000
+#define F4LOAD_BUFFER_OFFSET        0x00002000
+#define F4LOAD_BUFFER_SIZE          0x00004000
+#define F4LOAD_BUFFER_COUNT         4
+
+/* ---------------------------------------------------------------------------------------------------------
+ * Streaming (next issue; layout fixed now, not implemented yet). A stub entry point stays running and serves
+ * a ring of commands in RAM while the host fills the next buffer over SWD. The host fills a slot, then
+ * increments host_seq; the stub runs slots in order and sets stub_seq to the sequence number it finished.
+ * status says whether the stub is waiting, working, stopped or failed (then `error` holds the record).
+ */
+#define F4LOAD_QUEUE_MAGIC          0xF40AD0E0
+#define F4LOAD_QUEUE_SLOTS          4
+
+#define F4LOAD_CMD_NONE             0
+#define F4LOAD_CMD_ERASE_SECTOR     1   /* address = sector start */
+#define F4LOAD_CMD_PROGRAM          2   /* address, size, buffer index */
+#define F4LOAD_CMD_CRC              3   /* address, size; value = CRC */
+#define F4LOAD_CMD_STOP             4   /* return from the streaming entry point */
+
+#define F4LOAD_STATUS_IDLE          0
+#define F4LOAD_STATUS_WAITING       1
+#define F4LOAD_STATUS_WORKING       2
+#define F4LOAD_STATUS_STOPPED       3
+#define F4LOAD_STATUS_FAILED        4
+
+struct f4load_command {
+    uint32_t op;            /* F4LOAD_CMD_* */
+    uint32_t address;
+    uint32_t size;
+    uint32_t buffer;        /* PROGRAM: index of the buffer holding the data */
+    uint32_t seq;           /* the host's sequence number for this command */
+    uint32_t result;        /* written by the stub: 0 or a result code */
+    uint32_t value;         /* written by the stub: CRC for F4LOAD_CMD_CRC */
+};
+
+struct f4load_queue {
+    uint32_t magic;         /* F4LOAD_QUEUE_MAGIC, written by the host */
+    uint32_t host_seq;      /* last command published by the host */
+    uint32_t stub_seq;      /* last command completed by the stub */
+    uint32_t status;        /* F4LOAD_STATUS_* */
+    struct f4load_command slots[4];     /* slot = seq % F4LOAD_QUEUE_SLOTS */
+    struct f4load_error error;
+};
+
+#endif /* F4LOAD_PROTOCOL_H */

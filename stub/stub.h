@@ -1,0 +1,77 @@
+/*
+ * Internal declarations of the f4load stub (not part of the host protocol; that is f4load_protocol.h).
+ *
+ * Position independence: the blob is compiled -fPIE and every declaration here is hidden, so code reaches
+ * functions and data PC-relative (no GOT, no r9). See toolchain/README.md.
+ */
+#ifndef F4LOAD_STUB_H
+#define F4LOAD_STUB_H
+
+#include <stdint.h>
+
+#include "f4_regs.h"
+#include "f4load_protocol.h"
+
+/* Symbols the host finds by name in the ELF keep default visibility. */
+#define F4LOAD_EXPORT __attribute__((visibility("default"), used))
+
+#pragma GCC visibility push(hidden)
+
+/* Run-time state between entry-point calls (lives in PrgData; zero when the blob is loaded). */
+struct stub_state {
+    uint32_t initialized;    /* set by a successful Init, cleared by UnInit */
+    uint32_t psize;          /* PSIZE_X8 .. PSIZE_X32, from the config word */
+    uint32_t cycles_per_ms;  /* DWT CYCCNT ticks per millisecond */
+    uint32_t flash_end;      /* one past the last byte of main flash (F_SIZE) */
+    uint32_t acr_saved;      /* FLASH_ACR cache enable bits found at Init */
+    uint32_t iwdg;           /* non-zero: refresh the IWDG while waiting */
+    uint32_t stale;          /* F4LOAD_STALE when the current operation found stale error flags */
+    uint32_t waited_ms;      /* duration of the last flash_wait_idle() */
+};
+
+extern struct stub_state g_stub;
+
+/* Sector geometry of an address in main flash (RM0090 Table 5). */
+struct sector_info {
+    uint32_t index;          /* 0..11 */
+    uint32_t start;          /* address of its first byte */
+    uint32_t size;           /* bytes */
+    uint32_t size_class;     /* 0 = 16 KB, 1 = 64 KB, 2 = 128 KB (index into the timeout table) */
+};
+
+/* report.c: build a result code, fill the error record, return the code. */
+uint32_t stub_fail(uint32_t kind, uint32_t op, uint32_t sector, uint32_t detail, uint32_t address,
+                   uint32_t sr_bits);
+uint32_t stub_fail_values(uint32_t kind, uint32_t op, uint32_t sector, uint32_t detail, uint32_t address,
+                          uint32_t expected, uint32_t actual);
+void stub_record_stale(uint32_t sr_bits);
+void stub_record_reset(uint32_t flash_size);
+void stub_record_cfsr(uint32_t cfsr);
+
+/* timing.c: DWT cycle counter, IWDG keep-alive, the BSY wait. */
+int cycle_counter_start(void);                 /* 0 when CYCCNT counts */
+void watchdog_stretch(void);
+void watchdog_refresh(void);
+uint32_t flash_wait_idle(uint32_t timeout_ms, uint32_t poll_spin);  /* returns the last FLASH_SR read */
+uint32_t erase_timeout_ms(uint32_t size_class);                      /* size_class 3 = mass erase */
+#define ERASE_CLASS_MASS     3u
+#define POLL_SPIN_ERASE      256u   /* cycles-ish between SR polls while erasing (ms-long waits) */
+#define POLL_SPIN_PROGRAM    0u     /* poll as fast as possible: a program write takes 16 us */
+
+/* flash_ops.c: the RM0090 3.6 sequences. Each returns 0 or a result code. */
+int sector_of(uint32_t address, struct sector_info *out);    /* 0 when address is in the 1 MB map */
+uint32_t flash_unlock(uint32_t op);
+void flash_lock(void);
+uint32_t flash_begin(uint32_t op, uint32_t sector, uint32_t address, uint32_t timeout_ms);
+uint32_t flash_erase_sector(const struct sector_info *sector);
+uint32_t flash_erase_chip(void);
+uint32_t flash_program(uint32_t address, uint32_t size, const uint8_t *buf);
+void flash_caches_off(void);
+void flash_caches_restore(void);
+
+/* crc.c */
+uint32_t crc_unit_words(uint32_t address, uint32_t words);
+
+#pragma GCC visibility pop
+
+#endif /* F4LOAD_STUB_H */
