@@ -1,6 +1,6 @@
 /*
  * The CMSIS-Pack flash algorithm entry points (Init, UnInit, EraseSector, EraseChip, ProgramPage, Verify,
- * BlankCheck) and their argument checks. The contract is written down in f4load_protocol.h.
+ * BlankCheck, plus Crc) and their argument checks. The contract is written down in f4load_protocol.h.
  */
 #include "stub.h"
 
@@ -8,6 +8,11 @@
 F4LOAD_EXPORT uint32_t f4load_config = F4LOAD_CONFIG_DEFAULT;
 
 struct stub_state g_stub;
+
+/* The header's layouts, as the host's cffi sees them (tests/test_protocol.py checks the same numbers). */
+_Static_assert(sizeof(struct f4load_error) == 44u, "f4load_error is 11 words");
+_Static_assert(sizeof(((struct f4load_queue *)0)->slots) / sizeof(struct f4load_command) == F4LOAD_QUEUE_SLOTS,
+               "queue slots match F4LOAD_QUEUE_SLOTS");
 
 /* Which flash sizes F_SIZE may name on an F405/407/415/417 (RM0090 1: 512 KB xE, 1 MB xG parts). */
 #define F_SIZE_MIN_KB  512u
@@ -200,4 +205,23 @@ F4LOAD_EXPORT uint32_t BlankCheck(uint32_t adr, uint32_t sz, uint32_t pat)
         }
     }
     return 0u;
+}
+
+/* CRC of flash words by the CRC unit; the value goes to f4load_crc (see crc.c). */
+F4LOAD_EXPORT uint32_t Crc(uint32_t adr, uint32_t sz)
+{
+    const uint32_t op = F4LOAD_OP_CRC;
+    uint32_t r = not_initialized(op);
+    if (!r) {
+        r = check_range(op, adr, sz);
+    }
+    if (!r && ((adr | sz) & 3u)) {
+        struct sector_info s;
+        (void)sector_of(adr, &s);
+        r = stub_fail(F4LOAD_KIND_BAD_ARGUMENT, op, s.index, F4LOAD_ARG_ALIGNMENT, adr, 0u);
+    }
+    if (!r) {
+        crc_unit_words(adr, sz / 4u);
+    }
+    return r;
 }

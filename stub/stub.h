@@ -70,7 +70,7 @@ void flash_caches_off(void);
 void flash_caches_restore(void);
 
 /* crc.c */
-uint32_t crc_unit_words(uint32_t address, uint32_t words);
+void crc_unit_words(uint32_t address, uint32_t words);   /* result in f4load_crc */
 
 #pragma GCC visibility pop
 

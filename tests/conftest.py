@@ -69,13 +69,16 @@ def run_pyocd(sim_state_dir: Path) -> Callable[..., subprocess.CompletedProcess]
     """Run the `pyocd` command line in a subprocess on the test's virtual chip.
 
     `run_pyocd("commander", "-u", "f4sim", "-c", "read32 0xE0042000", link="ideal")` returns the completed
-    process (text stdout/stderr); the link model defaults to ideal.
+    process (text stdout/stderr); the link model defaults to ideal, `link=None` leaves pyocd's default.
     """
-    def run(*args: str, link: str = "ideal", faults: Optional[str] = None,
+    def run(*args: str, link: Optional[str] = "ideal", faults: Optional[str] = None,
             extra_env: Optional[Dict[str, str]] = None, timeout: float = 120) -> subprocess.CompletedProcess:
         env = dict(os.environ)
         env["F4LOAD_SIM_STATE"] = str(sim_state_dir)
-        env["F4LOAD_SIM_LINK"] = link
+        env.pop("F4LOAD_SIM_LINK", None)
+        env.pop("F4LOAD_SIM_FAULTS", None)
+        if link is not None:
+            env["F4LOAD_SIM_LINK"] = link
         if faults is not None:
             env["F4LOAD_SIM_FAULTS"] = faults
         env.update(extra_env or {})

@@ -30,6 +30,10 @@ def random_image(size: int, seed: int = 407) -> bytes:
     return random.Random(seed).randbytes(size)
 
 
+def quiet(progress: float) -> None:
+    """A FileProgrammer progress callback that prints nothing."""
+
+
 def stored_flash(state_dir: Path) -> bytes:
     """The virtual flash as the state directory holds it (what the next process will see)."""
     return bytes(sim_state.load_state(state_dir).flash)
@@ -46,7 +50,7 @@ def assert_one_line_error(result, *needles: str) -> None:
 
 # --- the probe as pyocd sees it ------------------------------------------------------------------------
 def test_commander_reads_the_f407_idcode(run_pyocd):
-    result = run_pyocd("commander", "-u", "f4sim", "-c", "read32 0xE0042000")
+    result = run_pyocd("commander", "-u", "f4sim", "-c", "read32 0xE0042000", link=None)  # default stlink-v2
     assert result.returncode == 0, result.stdout + result.stderr
     match = re.search(r"e0042000:\s+([0-9a-f]{8})", result.stdout)
     assert match, result.stdout
@@ -118,6 +122,17 @@ def test_reset_pin_resets_the_chip(sim_session):
     assert sim_session.target.read32(reg.RCC_CSR) & reg.RCC_CSR_PINRSTF
 
 
+def test_probe_reset_holds_nrst_for_the_hold_time_in_virtual_time(open_session):
+    session = open_session(**{"reset.hold_time": 0.01, "reset.post_delay": 0.002})
+    probe = session.probe
+    session.target.write32(reg.RCC_CSR, reg.RCC_CSR_RMVF)
+    before = probe.clock.now_ps
+    probe.reset()
+    assert probe.clock.now_ps - before >= (10 + 2) * PS_PER_S // 1000
+    assert not probe.is_reset_asserted()
+    assert probe.chip.resets.get("pin") == 1
+
+
 # --- programming with pyocd's own code and algorithm ---------------------------------------------------
 def test_pyocd_flash_leaves_the_image_in_flash_and_a_second_process_reads_it_back(run_pyocd, sim_state_dir,
                                                                                   tmp_path):
@@ -139,7 +154,7 @@ def test_file_programmer_in_process(open_session, sim_state_dir, tmp_path):
     image = random_image(20 * KB, seed=1)
     (tmp_path / "app.bin").write_bytes(image)
     session = open_session()
-    FileProgrammer(session).program(str(tmp_path / "app.bin"), base_address=FLASH_START + 16 * KB)
+    FileProgrammer(session, progress=quiet).program(str(tmp_path / "app.bin"), base_address=FLASH_START + 16 * KB)
     assert bytes(session.target.read_memory_block8(FLASH_START + 16 * KB, len(image))) == image
     session.close()
     assert stored_flash(sim_state_dir)[16 * KB:16 * KB + len(image)] == image
@@ -149,7 +164,7 @@ def test_pyocd_erase_sector_erases_that_sector_only(run_pyocd, open_session, sim
     image = random_image(48 * KB, seed=2)  # sectors 0, 1, 2
     (tmp_path / "app.bin").write_bytes(image)
     session = open_session()
-    FileProgrammer(session).program(str(tmp_path / "app.bin"), base_address=FLASH_START)
+    FileProgrammer(session, progress=quiet).program(str(tmp_path / "app.bin"), base_address=FLASH_START)
     session.close()
 
     result = run_pyocd("erase", "-u", "f4sim", "--sector", "0x08004000")
@@ -171,7 +186,7 @@ def program_and_measure(open_session, link: str, image_path: Path):
     session = open_session(link)
     probe = session.probe
     start_ps, start_commands = probe.clock.now_ps, probe.commands
-    FileProgrammer(session).program(str(image_path), base_address=FLASH_START)
+    FileProgrammer(session, progress=quiet).program(str(image_path), base_address=FLASH_START)
     elapsed_ps, commands = probe.clock.now_ps - start_ps, probe.commands - start_commands
     written = probe.bytes_written
     session.close()
@@ -202,14 +217,14 @@ def test_link_model_from_the_environment(open_session, monkeypatch):
 
 
 def test_link_is_lost_after_the_injected_number_of_commands(open_session, monkeypatch):
-    session = open_session()
-    probe = session.probe
-    probe.close()  # reopen the chip with the fault in force
-    monkeypatch.setenv("F4LOAD_SIM_FAULTS", f"disconnect={probe.commands + 5}")
+    probe = open_session().probe
+    probe.close()  # reopen the chip with the fault in force; the count starts when the probe opens
+    monkeypatch.setenv("F4LOAD_SIM_FAULTS", "disconnect=5")
     probe.open()
     probe.connect()
     for _ in range(4):
         probe.read_dp(0x0)
+    assert probe.commands == 5
     with pytest.raises(exceptions.ProbeDisconnected):
         probe.read_dp(0x0)
     with pytest.raises(exceptions.ProbeDisconnected):

@@ -5,16 +5,16 @@
 `bus_read`/`bus_write`/`bus_*_block`; the core through Unicorn, whose MMIO callbacks use the same handlers.
 
 Memory map (RM0090 2.3, f4load.part):
-| range | backing | core | debugger |
-|---|---|---|---|
-| 0x0000_0000 (boot alias, BOOT0=0), 0x0800_0000 main flash | one ctypes buffer, `mem_map_ptr` twice | read/execute; stores go to `flash.write_flash` | same rules |
-| 0x1000_0000 CCM 64 KB | Unicorn RAM, read/write | executing faults (D-bus only, RM0090 2.3.1) | read/write |
-| 0x1FFF_0000 system memory 30 KB | Unicorn RAM, read/execute | stores go to the flash model (WRPERR) | same |
-| 0x1FFF_7800 OTP, locks, unique ID, F_SIZE | MMIO | reads; stores to the flash model | same |
-| 0x1FFF_C000 option bytes | MMIO, from OptionBytes | read-only (stores: WRPERR) | same |
-| 0x2000_0000 SRAM 128 KB | Unicorn RAM | read/write/execute | read/write |
-| 0x4000_0000..0x4007_FFFF peripherals | MMIO | FLASH, RCC, CRC, IWDG modelled; the rest reads 0, ignores writes (as an unclocked STM32 peripheral) | same |
-| 0xE000_0000..0xE00F_FFFF PPB | MMIO -> `SystemControlSpace` | | |
+| range | backing | access rules |
+|---|---|---|
+| 0x0800_0000 main flash; 0x0 boot alias (BOOT0=0) | one buffer, mapped twice | read, execute; stores: flash model |
+| 0x1000_0000 CCM, 64 KB | Unicorn RAM | read/write; executing faults (D-bus only, RM0090 2.3.1) |
+| 0x1FFF_0000 system memory, 30 KB | Unicorn RAM | read, execute; stores go to the flash model (WRPERR) |
+| 0x1FFF_7800 OTP, lock bytes, unique ID, F_SIZE | MMIO | read; stores go to the flash model |
+| 0x1FFF_C000 option bytes | MMIO, from OptionBytes | read; stores go to the flash model (WRPERR) |
+| 0x2000_0000 SRAM, 128 KB | Unicorn RAM | read/write/execute |
+| 0x4000_0000..0x4007_FFFF peripherals | MMIO | FLASH, RCC, CRC, IWDG; the rest reads 0 (unclocked) |
+| 0xE000_0000..0xE00F_FFFF PPB | MMIO | `debug.SystemControlSpace` |
 Anything else: the debugger gets BusFault, the core a HardFault.
 
 Unicorn facts this module relies on (measured with unicorn 2.1.4):
@@ -38,7 +38,7 @@ a block starts while any budget is left, so the core may run ahead of the clock 
 that debt is paid from the next budget. MMIO callbacks see the time at the start of their block.
 
 Poll skipping: when the core reads FLASH_SR and BSY is set, nothing the core can do changes that until the
-flash operation ends, so the core idles (the load runs again later) until the next event within the budget.
+flash operation ends, so the core idles from its next block on until the next event within the budget.
 While the IWDG counts, one idle stretch is at most a quarter of the IWDG timeout, so a loop that refreshes the
 watchdog between polls still refreshes it in time. A FLASH_CR write or a flash store while BSY=1 stalls the
 core until BSY clears (RM0090 3.6); with `bsy_stuck` that is until a reset. Code fetched from flash stalls the
@@ -163,6 +163,11 @@ SVCALL = 11
 INTR_SWI = 2
 INTR_BKPT = 7
 INTR_EXCEPTION_EXIT = 8
+INTR_PREFETCH_ABORT = 3
+INTR_DATA_ABORT = 4
+CFSR_NOCP = 1 << 19
+CFSR_UNALIGNED = 1 << 24
+_USAGE_FAULTS = {1: CFSR_UNDEFINSTR, 17: CFSR_NOCP, 18: CFSR_INVSTATE, 22: CFSR_UNALIGNED}
 # Thumb hint instructions that end a Unicorn run.
 WFI = 0xBF30
 WFE = 0xBF20
@@ -263,6 +268,7 @@ class Chip:
         self._thumb = True  # EPSR.T
         self._core_ps = 0  # when the core's next instruction executes (may run ahead of the clock)
         self._idle_until: Optional[int] = None  # poll skipping: the core waits until then
+        self._idle_request: Optional[int] = None  # poll skipping asked for, from the next block on
         self._wait_flash = False  # stalled on a flash access while BSY=1
         self._in_run = False
         self._stepping = False
@@ -546,8 +552,10 @@ class Chip:
         if self.iwdg.running and self._iwdg_counting:
             target = min(target, now + max(self.iwdg.timeout_ps // 4, CYCLE_PS))
         if target > now:
+            # The load completes (with BSY=1) and so does its block; the core idles from the next block on,
+            # so the rest of the poll loop (a watchdog refresh, say) runs once per skip.
             self.poll_skips += 1
-            self._stop_run(("idle", target))
+            self._idle_request = target
 
     def _flash_register_write(self, offset: int, size: int, value: int, core: bool = False) -> None:
         self._apply_flash_fixups()
@@ -653,6 +661,10 @@ class Chip:
     def _on_block(self, uc: Uc, address: int, size: int, _: object) -> None:
         if self._flash_fixups:
             self._apply_flash_fixups()
+        if self._idle_request is not None:
+            self._stop_run(("idle", self._idle_request))
+            self._idle_request = None
+            return
         if address < CCM_START:
             self._flash_code_cached = True
             if self.flash.busy:
@@ -715,8 +727,13 @@ class Chip:
             self._stop_run(("exception_return",))
         elif intno == INTR_SWI:
             self._stop_run(("svc",))
+        elif intno == INTR_PREFETCH_ABORT:
+            pc = uc.reg_read(arm.UC_ARM_REG_PC)
+            self._stop_run(("fault", CFSR_IACCVIOL if pc >= PPB_START else CFSR_IBUSERR, None))
+        elif intno == INTR_DATA_ABORT:
+            self._stop_run(("fault", CFSR_PRECISERR, None))
         else:
-            self._stop_run(("fault", CFSR_UNDEFINSTR, None))
+            self._stop_run(("fault", _USAGE_FAULTS.get(intno, CFSR_UNDEFINSTR), None))
 
     def _on_breakpoint(self, uc: Uc, address: int, size: int, _: object) -> None:
         if address == self._resume_pc:
@@ -798,6 +815,10 @@ class Chip:
         self._deadline = end
         self._loop_address = -1
         self._run_emulation(count=0)
+        if self._idle_request is not None:
+            if self._stop is None or self._stop[0] == "budget":
+                self._stop = ("idle", self._idle_request)
+            self._idle_request = None
         if self._stop is not None and self._stop[0] == "budget" or self._stop is None and self._core_ps >= end:
             self.clock.now_ps = end
         else:
@@ -892,7 +913,9 @@ class Chip:
             self._block_sizes.clear()
 
     def _flush_all_code(self) -> None:
-        self.uc.ctl_flush_tb()
+        for start, size in ((0, self._flash_size), (FLASH_START, self._flash_size), (SRAM_START, SRAM_SIZE),
+                            (SYSTEM_MEMORY, SYSTEM_MEMORY_SIZE)):
+            self.uc.ctl_remove_cache(start, start + size)
         self._block_sizes.clear()
         self._flash_code_cached = False
 

@@ -8,8 +8,8 @@ the debugger (AHB-AP) alike, so both see the same registers:
 | ITM | 0xE000_0000 | plain registers (stimulus ports read 1 = FIFO ready), CoreSight IDs |
 | DWT | 0xE000_1000 | CTRL (NUMCOMP=4), CYCCNT counted from the virtual clock, comparators inert |
 | FPB | 0xE000_2000 | FP_CTRL (NUM_CODE=6, NUM_LIT=2), FP_COMPn; enabled code comparators halt the core |
-| SCS | 0xE000_E000 | SysTick and NVIC as plain registers, SCB (CPUID, ICSR, VTOR, AIRCR, CCR, SHPR, SHCSR, CFSR, HFSR, |
-|     |             | DFSR, MMFAR, BFAR, CPACR, ID registers), debug registers DHCSR/DCRSR/DCRDR/DEMCR, FPU registers |
+| SCS | 0xE000_E000 | SysTick, NVIC (plain); SCB: CPUID, ICSR, VTOR, AIRCR, CCR, CFSR, HFSR, DFSR, BFAR, CPACR, IDs; |
+|     |             | debug: DHCSR, DCRSR, DCRDR, DEMCR; FPU: FPCCR, MVFR0/1 |
 | TPIU | 0xE004_0000 | plain registers with their reset values, CoreSight IDs |
 | ETM | 0xE004_1000 | plain registers, CoreSight IDs |
 | DBGMCU | 0xE004_2000 | IDCODE (DEV_ID 0x413, REV_ID from the part), CR, APB1_FZ (DBG_IWDG_STOP), APB2_FZ |

@@ -240,10 +240,8 @@ class SimProbe(DebugProbe):
         self._swd_hz = frequency
 
     def assert_reset(self, asserted: bool) -> None:
-        chip = self._command(0)
-        if asserted and not chip.nrst_asserted:
-            chip.reset("pin")
-        chip.nrst_asserted = asserted
+        # NRST low is a pin reset and holds the chip in reset until released (chip.py).
+        self._command(0).nrst_asserted = asserted
 
     def is_reset_asserted(self) -> bool:
         return self._chip is not None and bool(self._chip.nrst_asserted)

@@ -1,0 +1,550 @@
+"""The virtual STM32F407's core: running for a time budget, halting, stepping, faults, resets, flash timing.
+
+Programs are small Thumb sources assembled with the Debian `arm-none-eabi-as` (cached per source in the temp
+directory). Each test builds its own `Chip`; time is virtual, so a 250 ms sector erase costs milliseconds.
+"""
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+from f4load.registers import (
+    FLASH_CR,
+    FLASH_CR_LOCK,
+    FLASH_SR,
+    FLASH_SR_PGSERR,
+    RCC_CSR,
+    RCC_CSR_IWDGRSTF,
+    RCC_CSR_PINRSTF,
+    RCC_CSR_PORRSTF,
+    RCC_CSR_SFTRSTF,
+)
+from f4load.sim.chip import CYCLE_PS, Chip
+from f4load.sim.clock import PS_PER_MS, PS_PER_US
+from f4load.sim.debug import (
+    CFSR_IBUSERR,
+    CFSR_IMPRECISERR,
+    DEMCR_VC_CORERESET,
+    DEMCR_VC_HARDERR,
+    DFSR_BKPT,
+    DFSR_HALTED,
+    DFSR_VCATCH,
+)
+from f4load.sim.faults import Faults
+
+SRAM = 0x2000_0000
+FLASH = 0x0800_0000
+STACK_TOP = 0x2001_0000
+AIRCR = 0xE000_ED0C
+
+# Assembler prelude: the register names the programs use.
+PRELUDE = """
+    .syntax unified
+    .cpu cortex-m4
+    .thumb
+    .equ FLASH_KEYR, 0x40023C04
+    .equ FLASH_SR,   0x40023C0C
+    .equ FLASH_CR,   0x40023C10
+    .equ IWDG_KR,    0x40003000
+    .equ AIRCR,      0xE000ED0C
+"""
+
+
+def assemble(source: str, base: int) -> bytes:
+    """Thumb code for `source` linked at `base` (arm-none-eabi-as/ld/objcopy, cached by content)."""
+    text = PRELUDE + source
+    key = hashlib.sha256(f"{base:#x}\n{text}".encode()).hexdigest()[:24]
+    cache = Path(tempfile.gettempdir()) / "f4load-test-asm"
+    cache.mkdir(exist_ok=True)
+    binary = cache / f"{key}.bin"
+    if not binary.exists():
+        work = cache / key
+        work.mkdir(exist_ok=True)
+        (work / "p.s").write_text(text)
+        subprocess.run(["arm-none-eabi-as", "-o", str(work / "p.o"), str(work / "p.s")], check=True)
+        subprocess.run(["arm-none-eabi-ld", f"-Ttext={base:#x}", "-o", str(work / "p.elf"), str(work / "p.o")],
+                       check=True, capture_output=True)
+        subprocess.run(["arm-none-eabi-objcopy", "-O", "binary", str(work / "p.elf"), str(work / "p.bin")],
+                       check=True)
+        (work / "p.bin").replace(binary)
+    return binary.read_bytes()
+
+
+def vector_table(reset: str = "reset", hardfault: str = "hardfault") -> str:
+    """A flash image start: SP, reset and HardFault vectors (the other vectors point at HardFault)."""
+    return f"""
+    .word {STACK_TOP:#x}
+    .word {reset} + 1
+    .word {hardfault} + 1
+    .word {hardfault} + 1
+    .rept 12
+    .word {hardfault} + 1
+    .endr
+"""
+
+
+def new_chip(faults: Optional[Faults] = None, flash_program: Optional[str] = None) -> Chip:
+    """A powered chip; with `flash_program` its image is in flash before power-on (so it runs from reset)."""
+    faults = faults or Faults()
+    chip = Chip(faults)
+    if flash_program is not None:
+        chip.load(FLASH, assemble(flash_program, FLASH))
+    chip.power_on()
+    return chip
+
+
+def halted_chip_running_ram(source: str, faults: Optional[Faults] = None) -> Chip:
+    """A chip with the debugger attached, halted, `source` loaded at SRAM and PC/SP pointing at it."""
+    chip = new_chip(faults)
+    chip.debugen = True
+    chip.halt(DFSR_HALTED)
+    chip.load(SRAM, assemble(source, SRAM))
+    chip.write_core_register(15, SRAM)
+    chip.write_core_register(13, STACK_TOP)
+    chip.write_core_register(16, 1 << 24)
+    return chip
+
+
+def run_until_halted(chip: Chip, limit_ps: int = 10 * PS_PER_MS, step_ps: int = 10 * PS_PER_US) -> int:
+    """Advance in small steps until the core halts; returns the virtual time it took."""
+    start = chip.clock.now_ps
+    while not chip.halted:
+        assert chip.clock.now_ps - start < limit_ps, "core did not halt"
+        chip.advance(step_ps)
+    return chip.clock.now_ps - start
+
+
+# --- halting, stepping, budget -------------------------------------------------------------------------------
+def test_bkpt_halts_with_dfsr_bkpt_and_pc_on_the_bkpt() -> None:
+    chip = halted_chip_running_ram("""
+        movs r0, #7
+        movs r1, #8
+    stop:
+        bkpt #0
+    """)
+    chip.dfsr = 0
+    chip.resume()
+    chip.advance(1 * PS_PER_US)
+    assert chip.halted
+    assert chip.dfsr & DFSR_BKPT
+    assert chip.pc == SRAM + 4
+    assert chip.read_core_register(0) == 7 and chip.read_core_register(1) == 8
+
+
+def test_bkpt_without_debugger_is_a_hardfault() -> None:
+    chip = new_chip(flash_program=vector_table() + """
+    reset:
+        bkpt #0
+    hardfault:
+        movs r7, #0x55
+        b hardfault
+    """)
+    chip.advance(2 * PS_PER_US)
+    assert not chip.halted
+    assert chip.read_core_register(7) == 0x55
+    assert chip.scs.hfsr & (1 << 31)  # DEBUGEVT
+
+
+def test_single_step_executes_exactly_one_instruction() -> None:
+    chip = halted_chip_running_ram("""
+        movs r0, #1
+        ldr r1, =0x12345678
+        adds r0, #1
+        b .
+    """)
+    before = chip.clock.now_ps
+    chip.step()
+    assert chip.halted and chip.pc == SRAM + 2 and chip.read_core_register(0) == 1
+    chip.step()  # a 16-bit literal load
+    assert chip.pc == SRAM + 4 and chip.read_core_register(1) == 0x1234_5678
+    chip.step()
+    assert chip.pc == SRAM + 6 and chip.read_core_register(0) == 2
+    assert chip.clock.now_ps == before  # stepping runs no virtual time
+    assert chip.dfsr & DFSR_HALTED
+
+
+def test_advance_runs_sixteen_instructions_per_microsecond() -> None:
+    chip = halted_chip_running_ram("""
+        movs r0, #0
+    loop:
+        adds r0, #1
+        b loop
+    """)
+    chip.step()  # movs: from here on, every block is the 2-instruction loop
+    chip.resume()
+    before = chip.instructions
+    chip.advance(100 * PS_PER_US)
+    assert chip.instructions - before == 100 * 16
+    assert chip.read_core_register(0) == 100 * 8
+    chip.advance(37 * PS_PER_US)  # the budget carries across calls without drift
+    assert chip.read_core_register(0) == 137 * 8
+
+
+def test_a_halted_core_runs_no_instructions_while_time_passes() -> None:
+    chip = halted_chip_running_ram("loop: b loop")
+    chip.advance(5 * PS_PER_MS)
+    assert chip.instructions == 0
+    assert chip.clock.now_ps == 5 * PS_PER_MS
+
+
+def test_code_the_debugger_rewrites_in_ram_runs_in_its_new_form() -> None:
+    chip = halted_chip_running_ram("""
+        movs r0, #1
+        bkpt #0
+    """)
+    chip.resume()
+    chip.advance(PS_PER_US)
+    assert chip.read_core_register(0) == 1
+    chip.bus_write(SRAM, 2, 0x2005)  # movs r0, #5
+    chip.write_core_register(15, SRAM)
+    chip.resume()
+    chip.advance(PS_PER_US)
+    assert chip.halted and chip.read_core_register(0) == 5
+
+
+# --- flash through the FLASH registers ------------------------------------------------------------------
+PROGRAM_ONE_WORD = """
+        ldr r0, =FLASH_KEYR
+        ldr r1, =0x45670123
+        str r1, [r0]
+        ldr r1, =0xCDEF89AB
+        str r1, [r0]
+        ldr r0, =FLASH_CR
+        ldr r1, =0x201          @ PG, PSIZE x32
+        str r1, [r0]
+        ldr r2, =0x08004000
+        ldr r3, =0xA5A5F00F
+        str r3, [r2]            @ the program write starts here
+        ldr r0, =FLASH_SR
+    wait:
+        ldr r1, [r0]
+        lsrs r1, r1, #17        @ BSY (bit 16) -> carry
+        bcs wait
+        bkpt #0
+"""
+
+
+def test_core_programs_a_flash_word_and_its_bsy_poll_ends_at_the_ds8626_time() -> None:
+    chip = halted_chip_running_ram(PROGRAM_ONE_WORD)
+    chip.resume()
+    took = run_until_halted(chip, step_ps=1 * PS_PER_MS)
+    assert chip.dfsr & DFSR_BKPT
+    assert chip.bus_read(0x0800_4000, 4) == 0xA5A5_F00F
+    assert chip.bus_read(FLASH_SR, 4) == 0  # BSY clear, no error flags
+    # 16 us typical program time (DS8626 Table 40) plus a handful of instructions, however long we advanced.
+    assert 16 * PS_PER_US <= took <= 1 * PS_PER_MS
+    assert chip.poll_skips >= 1
+    assert chip.instructions < 100  # the poll loop idled instead of spinning 256 times
+
+
+def test_bsy_poll_ends_exactly_when_the_operation_ends() -> None:
+    chip = halted_chip_running_ram(PROGRAM_ONE_WORD)
+    chip.resume()
+    chip.advance(2 * PS_PER_US)  # the program write has started
+    assert chip.flash.busy
+    ends = chip.flash.next_event_ps()
+    assert ends is not None
+    while not chip.halted:
+        chip.advance(CYCLE_PS)
+    # The BKPT retires within a few cycles of the end of the program operation.
+    assert ends <= chip.clock.now_ps <= ends + 10 * CYCLE_PS
+
+
+def test_core_store_into_flash_without_pg_leaves_flash_unchanged_and_sets_pgserr() -> None:
+    chip = halted_chip_running_ram("""
+        ldr r2, =0x08000100
+        ldr r3, =0x12345678
+        str r3, [r2]
+        ldr r4, [r2]
+        bkpt #0
+    """)
+    chip.resume()
+    chip.advance(10 * PS_PER_US)
+    assert chip.halted
+    assert chip.bus_read(0x0800_0100, 4) == 0xFFFF_FFFF
+    assert chip.read_core_register(4) == 0xFFFF_FFFF
+    assert chip.bus_read(FLASH_SR, 4) & FLASH_SR_PGSERR
+
+
+def test_wrong_flash_key_is_a_bus_error_hardfault_and_locks_cr() -> None:
+    chip = new_chip(flash_program=vector_table() + """
+    reset:
+        ldr r0, =FLASH_KEYR
+        ldr r1, =0x11111111
+        str r1, [r0]
+        b .
+    hardfault:
+        movs r7, #0x42
+        b hardfault
+    """)
+    chip.advance(5 * PS_PER_US)
+    assert chip.read_core_register(7) == 0x42
+    assert chip.scs.cfsr & CFSR_IMPRECISERR
+    assert chip.bus_read(FLASH_CR, 4) & FLASH_CR_LOCK
+
+
+ERASE_SECTOR_1_WHILE_REFRESHING = """
+        ldr r0, =FLASH_KEYR
+        ldr r1, =0x45670123
+        str r1, [r0]
+        ldr r1, =0xCDEF89AB
+        str r1, [r0]
+        ldr r0, =FLASH_CR
+        ldr r1, =0x1020A        @ STRT, PSIZE x32, SNB 1, SER
+        str r1, [r0]
+        ldr r0, =FLASH_SR
+        ldr r2, =IWDG_KR
+        ldr r3, =0xAAAA
+    wait:
+        str r3, [r2]            @ refresh the watchdog
+        ldr r1, [r0]
+        lsrs r1, r1, #17
+        bcs wait
+        bkpt #0
+"""
+
+
+def test_bsy_poll_that_refreshes_the_iwdg_survives_a_long_erase() -> None:
+    # The application started the IWDG with 10 ms; the 250 ms erase is polled in skips of at most 2.5 ms.
+    chip = halted_chip_running_ram(ERASE_SECTOR_1_WHILE_REFRESHING, Faults(iwdg_timeout_ms=10))
+    chip.resume()
+    took = run_until_halted(chip, limit_ps=400 * PS_PER_MS, step_ps=1 * PS_PER_MS)
+    assert chip.resets.get("iwdg", 0) == 0
+    assert chip.dfsr & DFSR_BKPT
+    assert 250 * PS_PER_MS <= took <= 270 * PS_PER_MS
+
+
+# --- IWDG ------------------------------------------------------------------------------------------------
+def test_iwdg_expiry_resets_the_chip_when_the_application_does_not_refresh() -> None:
+    chip = new_chip(Faults(iwdg_timeout_ms=2), flash_program=vector_table() + """
+    reset:
+        b reset
+    hardfault:
+        b hardfault
+    """)
+    chip.advance(1 * PS_PER_MS)
+    assert chip.resets.get("iwdg", 0) == 0
+    chip.advance(2 * PS_PER_MS)
+    assert chip.resets["iwdg"] == 1
+    assert chip.bus_read(RCC_CSR, 4) & RCC_CSR_IWDGRSTF
+
+
+def test_iwdg_does_not_reset_an_application_that_refreshes_it() -> None:
+    chip = new_chip(Faults(iwdg_timeout_ms=2), flash_program=vector_table() + """
+    reset:
+        ldr r0, =IWDG_KR
+        ldr r1, =0xAAAA
+    loop:
+        str r1, [r0]
+        b loop
+    hardfault:
+        b hardfault
+    """)
+    chip.advance(10 * PS_PER_MS)
+    assert chip.resets.get("iwdg", 0) == 0
+    assert not chip.bus_read(RCC_CSR, 4) & RCC_CSR_IWDGRSTF
+
+
+def test_iwdg_frozen_by_dbgmcu_does_not_count_while_halted() -> None:
+    chip = new_chip(Faults(iwdg_timeout_ms=2))
+    chip.debugen = True
+    chip.bus_write(0xE004_2008, 4, 1 << 12)  # DBGMCU_APB1_FZ.DBG_IWDG_STOP
+    chip.halt(DFSR_HALTED)
+    chip.advance(50 * PS_PER_MS)
+    assert chip.resets.get("iwdg", 0) == 0
+    chip.resume()
+    chip.advance(3 * PS_PER_MS)
+    assert chip.resets["iwdg"] == 1
+
+
+# --- resets and vector catch ----------------------------------------------------------------------------
+def test_vc_corereset_halts_on_the_reset_vector_before_the_first_instruction() -> None:
+    chip = new_chip(flash_program=vector_table() + """
+    reset:
+        movs r0, #1
+        b reset
+    hardfault:
+        b hardfault
+    """)
+    chip.debugen = True
+    chip.demcr = DEMCR_VC_CORERESET
+    chip.dfsr = 0
+    chip.bus_write(AIRCR, 4, 0x05FA_0004)  # SYSRESETREQ from the debugger
+    assert chip.halted
+    assert chip.dfsr & DFSR_VCATCH
+    reset_handler = chip.bus_read(FLASH + 4, 4) & ~1
+    assert chip.pc == reset_handler
+    assert chip.read_core_register(13) == STACK_TOP
+    before = chip.instructions
+    chip.advance(1 * PS_PER_MS)
+    assert chip.instructions == before  # still halted
+
+
+def test_sysresetreq_by_the_core_sets_sftrstf() -> None:
+    chip = new_chip(flash_program=vector_table() + """
+    reset:
+        ldr r0, =AIRCR
+        ldr r1, =0x05FA0004
+        str r1, [r0]
+        b .
+    hardfault:
+        b hardfault
+    """)
+    chip.bus_write(RCC_CSR, 4, 1 << 24)  # RMVF: clear the power-on flags first
+    chip.advance(2 * PS_PER_US)
+    assert chip.resets.get("sysresetreq", 0) >= 1
+    assert chip.bus_read(RCC_CSR, 4) & RCC_CSR_SFTRSTF
+
+
+def test_power_on_sets_porrstf_and_the_reset_flag_is_sticky_in_dhcsr() -> None:
+    chip = new_chip()
+    assert chip.bus_read(RCC_CSR, 4) & RCC_CSR_PORRSTF
+    assert chip.bus_read(0xE000_EDF0, 4) & (1 << 25)  # S_RESET_ST
+    assert not chip.bus_read(0xE000_EDF0, 4) & (1 << 25)  # cleared by the read
+
+
+def test_erased_flash_locks_the_core_up() -> None:
+    chip = new_chip()
+    assert chip.pc == 0xFFFF_FFFE
+    chip.advance(10 * PS_PER_US)
+    assert chip.lockup
+    assert chip.bus_read(0xE000_EDF0, 4) & (1 << 19)  # S_LOCKUP
+
+
+def test_nrst_holds_the_core_and_release_with_vector_catch_halts_at_reset() -> None:
+    chip = new_chip(flash_program=vector_table() + """
+    reset:
+        b reset
+    hardfault:
+        b hardfault
+    """)
+    chip.debugen = True
+    chip.nrst_asserted = True
+    chip.demcr = DEMCR_VC_CORERESET
+    before = chip.instructions
+    chip.advance(1 * PS_PER_MS)
+    assert chip.instructions == before
+    assert chip.bus_read(RCC_CSR, 4) & RCC_CSR_PINRSTF
+    chip.nrst_asserted = False
+    assert chip.halted and chip.dfsr & DFSR_VCATCH
+
+
+def test_connect_under_reset_keeps_the_application_from_running() -> None:
+    # The application would lock FLASH_CR with a bad key; halting before it runs keeps CR unlockable.
+    chip = new_chip(Faults(cr_locked_by_bad_key=True))
+    chip.debugen = True
+    chip.nrst_asserted = True
+    chip.demcr = DEMCR_VC_CORERESET
+    chip.nrst_asserted = False
+    assert chip.halted
+    chip.bus_write(0x4002_3C04, 4, 0x4567_0123)
+    chip.bus_write(0x4002_3C04, 4, 0xCDEF_89AB)
+    assert not chip.bus_read(FLASH_CR, 4) & FLASH_CR_LOCK
+
+
+# --- core faults ----------------------------------------------------------------------------------------
+def test_executing_ccm_takes_a_hardfault_that_vc_harderr_catches() -> None:
+    chip = new_chip(flash_program=vector_table() + """
+    reset:
+        ldr r0, =0x10000001
+        bx r0
+    hardfault:
+        b hardfault
+    """)
+    chip.debugen = True
+    chip.demcr = DEMCR_VC_HARDERR
+    chip.dfsr = 0
+    chip.advance(5 * PS_PER_US)
+    assert chip.halted and chip.dfsr & DFSR_VCATCH
+    assert chip.scs.cfsr & CFSR_IBUSERR
+    hardfault_handler = chip.bus_read(FLASH + 12, 4) & ~1
+    assert chip.pc == hardfault_handler
+    sp = chip.read_core_register(13)
+    assert chip.bus_read(sp + 24, 4) == 0x1000_0000  # stacked return address: the CCM instruction
+    assert chip.read_core_register(14) == 0xFFFF_FFF9
+
+
+def test_hardfault_handler_returns_through_exc_return() -> None:
+    chip = new_chip(flash_program=vector_table() + """
+    reset:
+        movs r5, #3
+        udf #0
+        adds r5, #1             @ never reached: the handler skips the UDF and returns here + 2
+        bkpt #0
+    hardfault:
+        ldr r1, [sp, #24]       @ stacked PC: the UDF
+        adds r1, #4             @ skip UDF and the adds
+        str r1, [sp, #24]
+        bx lr
+    """)
+    chip.debugen = True
+    chip.advance(5 * PS_PER_US)
+    assert chip.halted and chip.dfsr & DFSR_BKPT
+    assert chip.read_core_register(5) == 3
+    assert chip.active_exception == 0
+    assert chip.read_core_register(13) == STACK_TOP
+
+
+def test_ram_polling_loop_idles_until_the_debugger_writes_the_flag() -> None:
+    chip = halted_chip_running_ram("""
+        ldr r0, =flag
+    wait:
+        ldr r1, [r0]
+        cmp r1, #0
+        beq wait
+        bkpt #0
+        .align 2
+    flag:
+        .word 0
+    """)
+    flag = SRAM + len(assemble("""
+        ldr r0, =flag
+    wait:
+        ldr r1, [r0]
+        cmp r1, #0
+        beq wait
+        bkpt #0
+        .align 2
+    flag:
+        .word 0
+    """, SRAM)) - 8
+    assert chip.bus_read(flag, 4) == 0
+    chip.resume()
+    chip.advance(10 * PS_PER_MS)
+    assert not chip.halted
+    assert chip.idle_loops >= 1
+    assert chip.instructions < 2000  # 160,000 instructions' worth of time passed without running them
+    chip.bus_write(flag, 4, 1)
+    chip.advance(1 * PS_PER_US)
+    assert chip.halted
+
+
+def test_wfi_sleeps_until_the_debugger_halts() -> None:
+    chip = halted_chip_running_ram("""
+        wfi
+        movs r0, #9
+        b .
+    """)
+    chip.resume()
+    chip.advance(100 * PS_PER_US)
+    assert chip.sleeping
+    assert chip.bus_read(0xE000_EDF0, 4) & (1 << 18)  # S_SLEEP
+    assert chip.read_core_register(0) == 0
+    chip.halt(DFSR_HALTED)
+    assert not chip.sleeping and chip.pc == SRAM + 2
+
+
+@pytest.mark.parametrize("flash_kb", [512, 1024])
+def test_f_size_and_flash_mapping_follow_the_part(flash_kb: int) -> None:
+    from f4load.sim.state import ChipState
+
+    faults = Faults(flash_kb=flash_kb)
+    chip = Chip(faults, ChipState.factory_new(faults))
+    chip.power_on()
+    assert chip.bus_read(0x1FFF_7A22, 2) == flash_kb
+    assert chip.bus_read(FLASH + flash_kb * 1024 - 4, 4) == 0xFFFF_FFFF
