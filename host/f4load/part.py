@@ -5,6 +5,7 @@ One source of truth for "which sector holds this address", used by the planner a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import List, Optional, Tuple
 
 FLASH_START = 0x0800_0000
@@ -39,8 +40,8 @@ class Sector:
         return self.start + self.size
 
 
-def sectors_for(flash_size: int) -> List[Sector]:
-    """The sector map of a part with `flash_size` bytes of main flash (512 KB or 1 MB)."""
+@cache
+def _sector_map(flash_size: int) -> Tuple[Sector, ...]:
     out, addr = [], FLASH_START
     for index, size in enumerate(_SECTOR_SIZES):
         if addr - FLASH_START >= flash_size:
@@ -49,7 +50,12 @@ def sectors_for(flash_size: int) -> List[Sector]:
         addr += size
     if addr - FLASH_START != flash_size:
         raise ValueError(f"no STM32F40x/41x has {flash_size // KB} KB of flash")
-    return out
+    return tuple(out)
+
+
+def sectors_for(flash_size: int) -> List[Sector]:
+    """The sector map of a part with `flash_size` bytes of main flash (512 KB or 1 MB)."""
+    return list(_sector_map(flash_size))
 
 
 @dataclass(frozen=True)

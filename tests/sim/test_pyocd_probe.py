@@ -181,6 +181,15 @@ def test_flash_eraser_in_process(sim_session, sim_state_dir):
     assert bytes(target.read_memory_block8(FLASH_START, 16)) == b"\xff" * 16
 
 
+def test_pyocd_programs_with_the_keil_peer_flm(open_session, peer_flm, sim_state_dir, tmp_path):
+    image = random_image(70 * KB, seed=4)  # sectors 0-4
+    (tmp_path / "app.bin").write_bytes(image)
+    session = open_session(**{"f4sim.flm": str(peer_flm)})
+    FileProgrammer(session, progress=quiet).program(str(tmp_path / "app.bin"), base_address=FLASH_START)
+    session.close()
+    assert stored_flash(sim_state_dir)[:len(image)] == image
+
+
 # --- link accounting ------------------------------------------------------------------------------------
 def program_and_measure(open_session, link: str, image_path: Path):
     session = open_session(link)
@@ -254,6 +263,11 @@ def test_unknown_fault_name_is_a_one_line_error(run_pyocd):
 def test_unknown_link_model_is_a_one_line_error(run_pyocd):
     result = run_pyocd("commander", "-u", "f4sim", "-c", "read32 0x08000000", link="carrier-pigeon")
     assert_one_line_error(result, "unknown f4sim link model 'carrier-pigeon'")
+
+
+def test_unusable_flm_is_a_one_line_error(run_pyocd, tmp_path):
+    result = run_pyocd("erase", "-u", "f4sim", "--chip", "-O", f"f4sim.flm={tmp_path / 'missing.FLM'}")
+    assert_one_line_error(result, "f4sim.flm: cannot use", "missing.FLM")
 
 
 def test_a_chip_in_use_by_another_process_is_a_one_line_error(open_session, run_pyocd):

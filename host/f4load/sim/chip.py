@@ -38,12 +38,15 @@ a block starts while any budget is left, so the core may run ahead of the clock 
 that debt is paid from the next budget. MMIO callbacks see the time at the start of their block.
 
 Poll skipping: when the core reads FLASH_SR and BSY is set, nothing the core can do changes that until the
-flash operation ends, so the core idles from its next block on until the next event within the budget.
-While the IWDG counts, one idle stretch is at most a quarter of the IWDG timeout, so a loop that refreshes the
-watchdog between polls still refreshes it in time. A FLASH_CR write or a flash store while BSY=1 stalls the
-core until BSY clears (RM0090 3.6); with `bsy_stuck` that is until a reset. Code fetched from flash stalls the
-same way while an operation is in progress (single bank). Sleep (WFI/WFE) lasts until a halt or a reset: no
-interrupts are modelled.
+flash operation ends, so the core's time jumps (inside the run) to the end of the operation or of the budget,
+and the load returns the status at that time. While the IWDG counts, one jump is at most a quarter of the IWDG
+timeout, so a loop that refreshes the watchdog between polls still refreshes it in time. A FLASH_CR write or a
+flash store while BSY=1 stalls the core until BSY clears (RM0090 3.6): inside the budget the same jump, else the
+run stops and the access runs again later; with `bsy_stuck` the stall lasts until a reset. Code fetched from
+flash stalls the same way while an operation is in progress (single bank). The normal end of a flash operation
+is therefore not a run boundary: the core sees it at its next flash access or block. Sleep (WFI/WFE) lasts
+until a halt or a reset: no interrupts are modelled. An idle loop (see `_watch_loop`) skips to the end of the
+budget.
 
 Faults of the core (simplified ARMv7-M, B1.5): an unmapped or non-executable access, executing CCM, a bus
 error from a peripheral (wrong flash key), an undefined instruction or a BKPT without C_DEBUGEN escalate to
@@ -118,7 +121,7 @@ from f4load.part import (
     Part,
     part_for_flash_kb,
 )
-from f4load.registers import CRC_BASE, FLASH_BASE, FLASH_KEYR, FLASH_SR_BSY, IWDG_BASE, RCC_BASE
+from f4load.registers import CRC_BASE, FLASH_BASE, FLASH_KEYR, IWDG_BASE, RCC_BASE
 from f4load.sim.clock import VirtualClock
 from f4load.sim.debug import (
     CFSR_BFARVALID,
@@ -268,7 +271,6 @@ class Chip:
         self._thumb = True  # EPSR.T
         self._core_ps = 0  # when the core's next instruction executes (may run ahead of the clock)
         self._idle_until: Optional[int] = None  # poll skipping: the core waits until then
-        self._idle_request: Optional[int] = None  # poll skipping asked for, from the next block on
         self._wait_flash = False  # stalled on a flash access while BSY=1
         self._in_run = False
         self._stepping = False
@@ -536,34 +538,53 @@ class Chip:
     def _flash_register_read(self, offset: int, size: int, core: bool = False) -> int:
         self._apply_flash_fixups()
         value = self.flash.read_register(offset, size)
-        if core and self._in_run and not self._stepping and (offset & ~3) == 0x0C:
-            word = self.flash.read_register(0x0C, 4)
-            if word & FLASH_SR_BSY:
-                self._skip_poll()
+        if core and self._in_run and not self._stepping and (offset & ~3) == 0x0C and self.flash.busy:
+            if self._skip_poll():
+                value = self.flash.read_register(offset, size)
         return value
 
-    def _skip_poll(self) -> None:
-        """The core polls BSY: idle until the next event within the budget (IWDG-bounded; module doc)."""
+    def _skip_poll(self) -> bool:
+        """The core polls BSY: nothing it does changes BSY, so its time jumps to the end of the operation or
+        of the budget, and at most a quarter of the IWDG timeout while the IWDG counts (module docstring).
+        The load then completes with the status at that time. True if time moved."""
         now = self.clock.now_ps
         target = self._deadline
-        end = self.flash.next_event_ps()
-        if end is not None:
-            target = min(target, end)
+        until = self.flash.busy_until_ps()
+        if until is not None:
+            target = min(target, until)
         if self.iwdg.running and self._iwdg_counting:
             target = min(target, now + max(self.iwdg.timeout_ps // 4, CYCLE_PS))
-        if target > now:
-            # The load completes (with BSY=1) and so does its block; the core idles from the next block on,
-            # so the rest of the poll loop (a watchdog refresh, say) runs once per skip.
-            self.poll_skips += 1
-            self._idle_request = target
+        if target <= now:
+            return False
+        self.poll_skips += 1
+        self._jump_core_to(target)
+        return True
+
+    def _jump_core_to(self, when: int) -> None:
+        """Inside a run: the core's time moves to `when` (<= the run's deadline) as if it had waited."""
+        self._core_ps = max(self._core_ps, when)
+        self.clock.now_ps = when
+        self.flash.on_time()
+
+    def _wait_for_flash_in_run(self) -> bool:
+        """A core access that must wait for BSY=0 (RM0090 3.6): inside the budget the core's time jumps to the
+        end of the operation; otherwise the run stops and the access runs again once BSY clears. True if the
+        access can proceed now."""
+        until = self.flash.busy_until_ps()
+        if until is not None and until <= self._deadline and not self._stepping:
+            self._jump_core_to(max(until, self.clock.now_ps))
+            if not self.flash.busy:
+                return True
+        self._stop_run(("stall",))
+        return False
 
     def _flash_register_write(self, offset: int, size: int, value: int, core: bool = False) -> None:
         self._apply_flash_fixups()
         if (offset & ~3) == 0x10 and self.flash.busy:
             if core and self._in_run:
-                self._stop_run(("stall",))  # the store runs again when BSY clears
-                return
-            if not core:
+                if not self._wait_for_flash_in_run():
+                    return  # the store runs again when BSY clears
+            elif not core:
                 self._stall_debugger_while_busy()
         self.flash.write_register(offset, value, size)
 
@@ -615,10 +636,8 @@ class Chip:
         return True
 
     def _core_flash_store(self, address: int, size: int, value: int) -> None:
-        if self.flash.busy and self.flash.busy_until_ps() != self.clock.now_ps:
-            if self._in_run:
-                self._stop_run(("stall",))
-                return
+        if self.flash.busy and self._in_run and not self._wait_for_flash_in_run():
+            return
         self.flash.write_flash(self._model_address(address), size, value)
         self._flash_changed = True
 
@@ -661,16 +680,13 @@ class Chip:
     def _on_block(self, uc: Uc, address: int, size: int, _: object) -> None:
         if self._flash_fixups:
             self._apply_flash_fixups()
-        if self._idle_request is not None:
-            self._stop_run(("idle", self._idle_request))
-            self._idle_request = None
-            return
+        if self.flash.busy:
+            self.clock.now_ps = max(self.clock.now_ps, min(self._core_ps, self._deadline))
+            self.flash.on_time()  # an operation that ended during the previous block
+            if address < CCM_START and self.flash.busy and not self._wait_for_flash_in_run():
+                return  # code fetches from flash stall while it erases or programs (single bank, RM0090 3.5)
         if address < CCM_START:
             self._flash_code_cached = True
-            if self.flash.busy:
-                # Code fetches from the flash stall while it erases or programs (single bank, RM0090 3.5).
-                self._stop_run(("stall",))
-                return
         scanned = self._block_sizes.get((address, size))
         if scanned is None:
             scanned = scan_block(bytes(uc.mem_read(address, size)))
@@ -771,8 +787,14 @@ class Chip:
             self._idle_until = None
         return True
 
-    def _next_event_ps(self) -> Optional[int]:
-        times = [self.flash.next_event_ps(), self.iwdg.expiry_ps(self._iwdg_counting), self._idle_until]
+    def _next_event_ps(self, core_runs: bool) -> Optional[int]:
+        """The next time something must happen outside the core. The normal end of a flash operation is not
+        an event while the core runs: the core sees it when it next touches the flash (each access brings the
+        model up to time), so a program loop needs no restart per word. A cut (reset_during) always is."""
+        flash_next = self.flash.next_event_ps()
+        if core_runs and flash_next is not None and flash_next == self.flash.busy_until_ps():
+            flash_next = None
+        times = [flash_next, self.iwdg.expiry_ps(self._iwdg_counting), self._idle_until]
         if self._wait_flash:
             times.append(self.flash.busy_until_ps())
         present = [t for t in times if t is not None and t > self.clock.now_ps]
@@ -792,16 +814,31 @@ class Chip:
         while True:
             self._process_events()
             now = self.clock.now_ps
-            if now >= target:
+            if now >= target or (self.halted and self._halt_stops_advance):
                 break
             end = target
-            event = self._next_event_ps()
+            runs = self._core_can_run()
+            event = self._next_event_ps(runs)
             if event is not None and event < end:
                 end = event
-            if self._core_can_run():
+            if runs:
                 self._run_until(end)
             else:
                 self.clock.now_ps = end
+
+    def run_until_halted(self, limit_ps: int) -> bool:
+        """Advance until the core halts or `limit_ps` has passed, whichever is first (the clock stops at the
+        halt, give or take the rest of the block). True if the core is halted. For hosts with no link cost."""
+        end = self.clock.now_ps + limit_ps
+        while not self.halted and self.clock.now_ps < end:
+            self._halt_stops_advance = True
+            try:
+                self.advance(end - self.clock.now_ps)
+            finally:
+                self._halt_stops_advance = False
+        return self.halted
+
+    _halt_stops_advance = False
 
     def _run_until(self, end: int) -> None:
         now = self.clock.now_ps
@@ -815,10 +852,6 @@ class Chip:
         self._deadline = end
         self._loop_address = -1
         self._run_emulation(count=0)
-        if self._idle_request is not None:
-            if self._stop is None or self._stop[0] == "budget":
-                self._stop = ("idle", self._idle_request)
-            self._idle_request = None
         if self._stop is not None and self._stop[0] == "budget" or self._stop is None and self._core_ps >= end:
             self.clock.now_ps = end
         else:

@@ -45,6 +45,8 @@ LOG = logging.getLogger(__name__)
 PROBE_ID = "f4sim"
 LINK_ENV = "F4LOAD_SIM_LINK"
 LINK_OPTION = "f4sim.link"
+# Path of a .FLM flash algorithm the target type uses instead of pyocd's own (target.py).
+FLM_OPTION = "f4sim.flm"
 
 DHCSR = 0xE000_EDF0
 DHCSR_S_HALT = 1 << 17
@@ -58,7 +60,7 @@ AHB_AP = 0  # the only MEM-AP of the STM32F4 (RM0090 38.4); AP1-3 read IDR 0
 BYTE_TRANSFER_MAX = 64
 
 # On the ideal link, how long a DHCSR poll may wait for the core to halt, and the step of that wait.
-IDEAL_WAIT_LIMIT_PS = 10 * PS_PER_MS
+IDEAL_WAIT_LIMIT_PS = 1 * PS_PER_MS
 IDEAL_WAIT_STEP_PS = 50 * PS_PER_US
 
 
@@ -492,5 +494,8 @@ class SimProbePlugin(Plugin):
     def options(self) -> List[OptionInfo]:
         return [OptionInfo(LINK_OPTION, str, None,
                            f"Link model of the f4sim probe: {', '.join(sorted(LINK_MODELS))}. "
-                           f"Default: ${LINK_ENV} or {DEFAULT_LINK_MODEL}.")]
+                           f"Default: ${LINK_ENV} or {DEFAULT_LINK_MODEL}."),
+                OptionInfo(FLM_OPTION, str, None,
+                           "Path of a CMSIS .FLM flash algorithm for the virtual STM32F407 (default: pyocd's "
+                           "own STM32F4 algorithm).")]
 

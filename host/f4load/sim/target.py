@@ -10,17 +10,20 @@ Two facts of pyocd shape the map:
 - A `FlashRegion` has one sector size, so the F4's mixed sectors (16/64/128 KB) become one region per run of
   equal sectors, all sharing one algorithm.
 
-Until f4load's own algorithm exists the flash algorithm is pyocd's STM32F439 one, imported at run time (never
-copied): it drives the same FLASH_KEYR/SR/CR registers, erases sectors 0-11 by SNB and programs x32 words.
+By default the flash algorithm is pyocd's STM32F439 one, imported at run time (never copied): it drives the
+same FLASH_KEYR/SR/CR registers, erases sectors 0-11 by SNB and programs x32 words. The session option
+`f4sim.flm` names a CMSIS flash algorithm (.FLM) to use instead, e.g. the Keil peer or f4load's own stub;
+it is placed at the start of SRAM like pyocd places any FLM.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Type
+from typing import Any, Dict, List, Tuple, Type
 
 from pyocd.core.memory_map import FlashRegion, MemoryMap, RamRegion
 from pyocd.coresight.coresight_target import CoreSightTarget
 
 from f4load.part import CCM_SIZE, CCM_START, SRAM_SIZE, SRAM_START, Part, Sector, part_for_flash_kb
+from f4load.sim.probe import FLM_OPTION
 
 TARGET_TYPE_PREFIX = "f4load_sim_"
 # Weight pyocd uses to choose between chip erase and sector erase; a mass erase of an F4 takes seconds.
@@ -52,8 +55,28 @@ def _runs_of_equal_sectors(sectors: List[Sector]) -> List[List[Sector]]:
     return runs
 
 
-def memory_map_for(part: Part, algo: Dict[str, Any]) -> MemoryMap:
-    """The pyocd memory map of `part`: flash regions per sector size, SRAM (default RAM), CCM (not default)."""
+def flm_flash_algo(path: str) -> Tuple[Dict[str, Any], int]:
+    """A pyocd algorithm dict from the CMSIS flash algorithm (.FLM) at `path`, placed in SRAM, and its page size.
+
+    (pyocd's own FLM region builder is not used: it asserts on an FLM whose sector table reaches beyond the
+    region, e.g. a 2 MB algorithm on a 512 KB part. The sector map stays f4load.part's.)
+    """
+    from pyocd.core.exceptions import TargetSupportError
+    from pyocd.target.pack.flash_algo import PackFlashAlgo
+
+    try:
+        pack_algo = PackFlashAlgo(path)
+        algo = pack_algo.get_pyocd_flash_algo(pack_algo.page_size, RamRegion(start=SRAM_START, length=SRAM_SIZE))
+    except Exception as error:  # noqa: BLE001 - any failure to use the file is one line for the user
+        raise TargetSupportError(f"{FLM_OPTION}: cannot use {path}: {error or type(error).__name__}") from None
+    if algo is None:
+        raise TargetSupportError(f"{FLM_OPTION}: {path} does not fit in SRAM")
+    return algo, pack_algo.page_size
+
+
+def memory_map_for(part: Part, algo: Dict[str, Any], page_size: int = PAGE_SIZE) -> MemoryMap:
+    """The pyocd memory map of `part`: flash regions per sector size, all with `algo` programming `page_size`
+    bytes per call, SRAM (the default RAM), CCM (not default)."""
     regions: List[Any] = []
     for index, run in enumerate(_runs_of_equal_sectors(part.sectors)):
         regions.append(FlashRegion(
@@ -61,7 +84,7 @@ def memory_map_for(part: Part, algo: Dict[str, Any]) -> MemoryMap:
             start=run[0].start,
             length=sum(s.size for s in run),
             sector_size=run[0].size,
-            page_size=PAGE_SIZE,
+            page_size=page_size,
             is_boot_memory=(index == 0),
             erase_all_weight=CHIP_ERASE_WEIGHT,
             algo=algo,
@@ -82,7 +105,11 @@ class SimSTM32F407(CoreSightTarget):
 
     def __init__(self, session: Any) -> None:
         _key, part = part_for_flash_kb(self.FLASH_KB)
-        super().__init__(session, memory_map_for(part, borrowed_flash_algo()))
+        flm = session.options.get(FLM_OPTION)
+        if flm:
+            super().__init__(session, memory_map_for(part, *flm_flash_algo(flm)))
+        else:
+            super().__init__(session, memory_map_for(part, borrowed_flash_algo()))
 
 
 class SimSTM32F407VE(SimSTM32F407):
