@@ -36,6 +36,7 @@ from f4load.sim.debug import (
     DFSR_VCATCH,
 )
 from f4load.sim.faults import Faults
+from f4load.sim.flash import BusFault
 
 SRAM = 0x2000_0000
 FLASH = 0x0800_0000
@@ -548,3 +549,107 @@ def test_f_size_and_flash_mapping_follow_the_part(flash_kb: int) -> None:
     chip.power_on()
     assert chip.bus_read(0x1FFF_7A22, 2) == flash_kb
     assert chip.bus_read(FLASH + flash_kb * 1024 - 4, 4) == 0xFFFF_FFFF
+
+
+# --- option-byte faults, reset faults, system areas ---------------------------------------------------------
+def test_rdp_level1_blocks_flash_for_the_debugger_and_the_core() -> None:
+    chip = new_chip(Faults(rdp_level1=True), flash_program=vector_table() + """
+    reset:
+        movs r6, #1
+        b reset
+    hardfault:
+        b hardfault
+    """)
+    chip.apply_option_faults()
+    chip.flash.debugger_attached = True
+    with pytest.raises(BusFault):
+        chip.bus_read(FLASH, 4)
+    with pytest.raises(BusFault):
+        chip.bus_read_block(FLASH, 64)
+    chip.reset("pin")  # the core cannot fetch its reset vector with the debugger attached (RM0090 3.7.3)
+    chip.advance(10 * PS_PER_US)
+    assert chip.lockup and chip.read_core_register(6) == 0
+    chip.flash.debugger_attached = False
+    chip.reset("pin")
+    chip.advance(10 * PS_PER_US)
+    assert not chip.lockup and chip.read_core_register(6) == 1
+
+
+def test_hardware_watchdog_option_starts_the_iwdg_at_every_reset() -> None:
+    chip = new_chip(Faults(hardware_watchdog=True))
+    chip.apply_option_faults()
+    chip.reset("pin")
+    assert chip.iwdg.running
+    chip.advance(600 * PS_PER_MS)  # reset values: /4, 0xFFF -> 512 ms
+    assert chip.resets.get("iwdg", 0) == 1
+
+
+def test_reset_during_the_middle_of_an_erase_cuts_it_at_half_time() -> None:
+    from f4load.sim.faults import ResetDuring
+
+    faults = Faults(reset_during=[ResetDuring("erase", 1, "middle", "brownout")])
+    chip = halted_chip_running_ram(ERASE_SECTOR_1_WHILE_REFRESHING, faults)
+    chip.load(0x0800_4000, b"\x00" * 0x4000)  # sector 1 fully programmed
+    chip.resume()
+    chip.advance(100 * PS_PER_MS)
+    assert not chip.resets.get("brownout")
+    chip.advance(50 * PS_PER_MS)
+    assert chip.resets["brownout"] == 1
+    csr = chip.bus_read(RCC_CSR, 4)
+    assert csr & RCC_CSR_PORRSTF and csr & (1 << 25)  # PORRSTF and BORRSTF
+    assert not chip.debugen  # a brown-out resets the debug domain too
+    assert chip.bus_read(0x0800_4000, 4) == 0xFFFF_FFFF  # the first half was erased
+    assert chip.bus_read(0x0800_7FFC, 4) == 0
+
+
+def test_unique_id_option_bytes_and_system_memory_are_readable() -> None:
+    from f4load.sim.state import ChipState
+
+    state = ChipState.factory_new()
+    state.unique_id = bytes(range(1, 13))
+    chip = Chip(Faults(), state)
+    chip.power_on()
+    assert chip.bus_read_block(0x1FFF_7A10, 12) == bytes(range(1, 13))
+    assert chip.bus_read(0x1FFF_C000, 2) == 0xAAEC  # RDP level 0, factory USER bits
+    assert chip.bus_read(0x1FFF_C008, 2) == 0x0FFF  # no sector write-protected
+    assert chip.bus_read(0x1FFF_0004, 4) & 1  # the stand-in bootloader has a Thumb reset vector
+
+
+def test_core_programs_otp_through_the_flash_interface() -> None:
+    chip = halted_chip_running_ram("""
+        ldr r0, =FLASH_KEYR
+        ldr r1, =0x45670123
+        str r1, [r0]
+        ldr r1, =0xCDEF89AB
+        str r1, [r0]
+        ldr r0, =FLASH_CR
+        ldr r1, =0x201
+        str r1, [r0]
+        ldr r2, =0x1FFF7800
+        ldr r3, =0x600DF00D
+        str r3, [r2]
+        ldr r0, =FLASH_SR
+    wait:
+        ldr r1, [r0]
+        lsrs r1, r1, #17
+        bcs wait
+        bkpt #0
+    """)
+    chip.resume()
+    run_until_halted(chip)
+    assert chip.bus_read(0x1FFF_7800, 4) == 0x600D_F00D
+    assert chip.options.otp[0:4] == bytes.fromhex("0df00d60")
+
+
+def test_debugger_programs_flash_word_by_word_and_waits_for_each_write() -> None:
+    chip = new_chip()
+    chip.bus_write(0x4002_3C04, 4, 0x4567_0123)
+    chip.bus_write(0x4002_3C04, 4, 0xCDEF_89AB)
+    chip.bus_write(FLASH_CR, 4, 0x201)
+    start = chip.clock.now_ps
+    chip.bus_write_block(0x0800_8000, bytes(range(16)))
+    assert chip.bus_read_block(0x0800_8000, 12) == bytes(range(12))
+    # Each word waits for the previous one: three 16 us programs have passed, the fourth is running.
+    assert chip.clock.now_ps - start == 3 * 16 * PS_PER_US
+    chip.advance(16 * PS_PER_US)
+    assert chip.bus_read_block(0x0800_8000, 16) == bytes(range(16))

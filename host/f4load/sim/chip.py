@@ -121,7 +121,7 @@ from f4load.part import (
     Part,
     part_for_flash_kb,
 )
-from f4load.registers import CRC_BASE, FLASH_BASE, FLASH_KEYR, IWDG_BASE, RCC_BASE
+from f4load.registers import CRC_BASE, FLASH_BASE, FLASH_KEYR, FLASH_SR_BSY, IWDG_BASE, RCC_BASE
 from f4load.sim.clock import VirtualClock
 from f4load.sim.debug import (
     CFSR_BFARVALID,
@@ -680,7 +680,7 @@ class Chip:
     def _on_block(self, uc: Uc, address: int, size: int, _: object) -> None:
         if self._flash_fixups:
             self._apply_flash_fixups()
-        if self.flash.busy:
+        if self.flash.sr & FLASH_SR_BSY:  # (the attribute, not the property: this runs for every block)
             self.clock.now_ps = max(self.clock.now_ps, min(self._core_ps, self._deadline))
             self.flash.on_time()  # an operation that ended during the previous block
             if address < CCM_START and self.flash.busy and not self._wait_for_flash_in_run():

@@ -15,7 +15,13 @@ learns of a halt the moment it happens, so on that link a read of DHCSR that wou
 first lets the target run until it halts, at most `IDEAL_WAIT_LIMIT_PS` (see `_ideal_host_wait`).
 
 The chip lives in the state directory (`F4LOAD_SIM_STATE`): `open()` loads it and powers it on, `close()`
-saves it, so one pyocd process can program the virtual flash and the next one reads it back.
+saves it, so one pyocd process can program the virtual flash and the next one reads it back. While it is
+open the directory is locked: a second process gets a one-line "in use by pid N" error.
+
+Code in the same process reaches the live objects through the session: `session.probe` is the SimProbe (in
+`pyocd commander` a proxy that forwards attributes), `session.probe.chip` the Chip, `session.probe.clock`
+its virtual clock. Bad input (unknown fault, corrupt state file, unknown link model) is raised from `open()`
+as pyocd's ProbeError, which pyocd prints as one line.
 
 This module is imported by pyocd at start-up for *every* pyocd command (entry point `pyocd.probe`), so its
 import must stay light and must not fail: the chip model is imported only when the probe is opened.

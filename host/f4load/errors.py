@@ -1,0 +1,93 @@
+"""Typed errors for what the RAM stub reports.
+
+A stub entry point returns 0 or a result code (layout in stub/f4load_protocol.h, words in
+`f4load.protocol.describe_result`); after a failure its error record (`struct f4load_error`) holds the
+failing address and the raw FLASH_SR/CR. `StubError` carries those facts as fields - operation, kind,
+sector, FLASH_SR bits, address - and its text is made from them here, in one place, the way probe-rs'
+`FlashError` variants carry `sector_address`/`page_address` (../shared/STYLE.md).
+
+Users of the stub turn a code into words with `describe(code, record)`; the pyocd integration
+(`f4load.pyocd_targets`) raises pyocd's own FlashEraseFailure/FlashProgramFailure with `str(StubError)`
+as the message and the StubError as the cause, so pyocd's flow and error handling stay as they are.
+"""
+from __future__ import annotations
+
+from typing import List, Optional
+
+from f4load import part, protocol
+from f4load.protocol import ErrorRecord, ResultCode
+
+# Operations (the OP field) that erase or program, for callers that map a code onto their own error types.
+ERASE_OPERATIONS = frozenset(protocol.const(n) for n in ("F4LOAD_OP_ERASE_SECTOR", "F4LOAD_OP_ERASE_CHIP"))
+PROGRAM_OPERATIONS = frozenset({protocol.const("F4LOAD_OP_PROGRAM")})
+
+
+def describe(code: int, record: Optional[ErrorRecord] = None, address: Optional[int] = None) -> str:
+    """Any stub result code in words; `record` (the error record read after the failure) adds the failing
+    address and the raw registers, `address` names the address the host asked for when there is no record."""
+    text = protocol.describe_result(code, record)
+    if record is None and address is not None and code != protocol.const("F4LOAD_RESULT_OK"):
+        text += f"\n  requested address {address:#010x}"
+    return text
+
+
+class StubError(Exception):
+    """A failure reported by the RAM stub: the result code taken apart, plus the error record if read.
+
+    Fields: `code` (the raw result code), `operation` (the entry point, e.g. "EraseSector"), `kind` (e.g.
+    "FLASH_ERROR"), `sector` (0..11 or None), `sector_address`, `sr_bits` (FLASH_SR error bits in the code)
+    and `sr_names` (e.g. ["WRPERR"]), `stale` (error flags were already set before the operation),
+    `address` (the failing address: the record's, else the requested one), `record` (or None).
+    """
+
+    def __init__(self, code: int, record: Optional[ErrorRecord] = None, address: Optional[int] = None) -> None:
+        self.code = code
+        self.record = record
+        self.result = ResultCode.decode(code)
+        self.address = record.address if record is not None else address
+        super().__init__(describe(code, record, address))
+
+    @property
+    def operation(self) -> str:
+        return protocol.OP_FUNCTIONS.get(self.result.op, f"operation {self.result.op}")
+
+    @property
+    def kind(self) -> str:
+        return protocol.KIND_NAMES.get(self.result.kind, f"kind {self.result.kind}")
+
+    @property
+    def sector(self) -> Optional[int]:
+        return self.result.sector
+
+    @property
+    def sector_address(self) -> Optional[int]:
+        """Start address of the sector the code names (None when no single sector applies)."""
+        if self.sector is None:
+            return None
+        sectors = part.sectors_for(1024 * part.KB)
+        return sectors[self.sector].start if self.sector < len(sectors) else None
+
+    @property
+    def sr_bits(self) -> int:
+        return self.result.sr_bits
+
+    @property
+    def sr_names(self) -> List[str]:
+        return protocol.sr_bit_names(self.result.sr_bits)
+
+    @property
+    def stale(self) -> bool:
+        return self.result.stale
+
+    @property
+    def is_erase(self) -> bool:
+        return self.result.op in ERASE_OPERATIONS
+
+    @property
+    def is_program(self) -> bool:
+        return self.result.op in PROGRAM_OPERATIONS
+
+    def __repr__(self) -> str:
+        where = f", sector={self.sector}" if self.sector is not None else ""
+        at = f", address={self.address:#010x}" if self.address is not None else ""
+        return f"StubError({self.code:#010x}: {self.operation} {self.kind}{where}{at}, sr={self.sr_names})"
