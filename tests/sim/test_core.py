@@ -653,3 +653,15 @@ def test_debugger_programs_flash_word_by_word_and_waits_for_each_write() -> None
     assert chip.clock.now_ps - start == 3 * 16 * PS_PER_US
     chip.advance(16 * PS_PER_US)
     assert chip.bus_read_block(0x0800_8000, 16) == bytes(range(16))
+
+
+def test_probe_style_pin_reset_then_nrst_hold_is_one_reset_and_the_application_does_not_run() -> None:
+    # The probe plugin calls reset("pin") and then sets nrst_asserted at the same instant.
+    chip = new_chip(Faults(iwdg_timeout_ms=5, sticky_sr=FLASH_SR_PGSERR))
+    chip.reset("pin")
+    chip.nrst_asserted = True
+    assert chip.resets["pin"] == 1
+    assert not chip.iwdg.running  # held in reset: the application has not started the IWDG
+    assert chip.bus_read(FLASH_SR, 4) == 0
+    chip.nrst_asserted = False  # no vector catch: the application runs
+    assert chip.iwdg.running and chip.bus_read(FLASH_SR, 4) & FLASH_SR_PGSERR

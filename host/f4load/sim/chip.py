@@ -90,7 +90,6 @@ from unicorn import (
     UC_HOOK_MEM_WRITE_UNMAPPED,
     UC_MEM_FETCH_PROT,
     UC_MEM_FETCH_UNMAPPED,
-    UC_MEM_WRITE_UNMAPPED,
     UC_MODE_MCLASS,
     UC_MODE_THUMB,
     UC_PROT_ALL,
@@ -183,7 +182,7 @@ OTP_PAGE = OTP_START  # 0x1FFF_7800: OTP, lock bytes, unique ID, F_SIZE (one 1 K
 OTP_PAGE_SIZE = 0x400
 OPTION_PAGE_SIZE = 0x400
 SYSTEM_AREA_END = 0x2000_0000  # system memory, OTP, option bytes: stores go to the flash model
-VECTOR_RESET_CAUSES = ("por", "bor", "brownout", "pin", "sysresetreq", "iwdg", "vectreset")
+RESET_CAUSES = ("por", "bor", "brownout", "pin", "sysresetreq", "iwdg", "vectreset")
 POWER_RESETS = ("por", "bor", "brownout")
 BAD_FLASH_KEY = 0x0BAD_0BAD  # what the "application" of the cr_locked_by_bad_key fault writes to FLASH_KEYR
 
@@ -658,9 +657,7 @@ class Chip:
             bits = CFSR_IACCVIOL if address >= PPB_START else CFSR_IBUSERR
             self._stop = ("fault", bits, None)
         else:
-            self._stop = ("fault", CFSR_PRECISERR | CFSR_BFARVALID, address)
-            if access == UC_MEM_WRITE_UNMAPPED:
-                self._stop = ("fault", CFSR_PRECISERR | CFSR_BFARVALID, address)
+            self._stop = ("fault", CFSR_PRECISERR | CFSR_BFARVALID, address)  # a data access: precise
         return False
 
     def _core_fault(self, cfsr: int, bfar: Optional[int] = None) -> None:
@@ -1212,8 +1209,8 @@ class Chip:
 
     def reset(self, cause: str) -> None:
         """A reset of the given cause; see the module docstring."""
-        if cause not in VECTOR_RESET_CAUSES:
-            raise ValueError(f"unknown reset cause {cause!r}; known: {', '.join(VECTOR_RESET_CAUSES)}")
+        if cause not in RESET_CAUSES:
+            raise ValueError(f"unknown reset cause {cause!r}; known: {', '.join(RESET_CAUSES)}")
         if self._in_run:
             self.request_reset(cause)
             return
@@ -1340,4 +1337,4 @@ class Chip:
             self._dirty.append((address, address + len(data)))
 
 
-__all__ = ["Chip", "CYCLE_PS", "DFSR_HALTED"]
+__all__ = ["CYCLE_PS", "RESET_CAUSES", "Chip", "scan_block"]

@@ -1,0 +1,313 @@
+"""f4load's RAM stub as pyocd's flash algorithm: target types `f4load_stm32f4{05,07,15,17}x{e,g}`.
+
+pyocd runs a CMSIS flash algorithm in its own way (pyocd/flash/flash.py): it loads the blob with a BKPT
+header into RAM, calls Init/EraseSector/ProgramPage/UnInit with r0-r2, LR at the BKPT and, for ProgramPage,
+a page buffer it filled before. With two page buffers it double-buffers: it starts ProgramPage on one
+buffer and fills the other over the link while the core programs (FlashBuilder._program_double_buffer).
+This module gives pyocd our stub (the shipped FLM, host/f4load/stub/f4load_stub.FLM) in that form:
+
+- `stub_flash_algo()`: the algo dict, made by pyocd's own `PackFlashAlgo.get_pyocd_flash_algo()` from the
+  FLM, with two page buffers of `PAGE_SIZE` bytes at the top of SRAM.
+- `F4LoadFlash`: pyocd's `Flash` plus the two things a generic CMSIS host cannot do - it writes the stub's
+  config word (PSIZE from the probe's supply voltage) before Init, and turns a non-zero result into
+  pyocd's own FlashEraseFailure/FlashProgramFailure whose text says what FLASH_SR said, where
+  (`f4load.errors.StubError`, read from the stub's error record).
+- `memory_map_for()` and the target classes: one flash region over the whole main flash with one
+  subregion per run of equal sectors (RM0090 Table 5: 4 x 16 KB, 64 KB, 128 KB...), so pyocd loads the
+  algorithm once and calls Init once per phase for the whole image; SRAM (SRAM1+SRAM2, 128 KB at
+  0x2000_0000) is the default RAM; CCM (64 KB at 0x1000_0000, D-bus only, RM0090 2.3.1) is not default,
+  so pyocd never puts code there.
+- `register_targets()`: adds the target types to `pyocd.target.TARGET` (called by the f4sim probe plugin
+  at load, or by a user script: examples/pyocd_user.py).
+
+Page size: 16 KB. Under the stlink-v2 link model a 512 KB erase+program takes less time the larger the
+page (fewer algorithm calls, each a dozen probe round trips of 1 ms), see docs/pyocd.md for the
+measurement; 16 KB is the largest page the 16 KB sectors allow.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import math
+from functools import lru_cache
+from typing import Any, Dict, List, Optional, Type
+
+from pyocd.core import exceptions
+from pyocd.core.memory_map import FlashRegion, MemoryMap, RamRegion
+from pyocd.coresight.coresight_target import CoreSightTarget
+from pyocd.flash.flash import Flash
+from pyocd.target.pack.flash_algo import PackFlashAlgo
+
+from f4load import protocol
+from f4load.errors import StubError
+from f4load.part import CCM_SIZE, CCM_START, FLASH_START, KB, SRAM_SIZE, SRAM_START, Sector, sectors_for
+from f4load.protocol import ErrorRecord
+from f4load.registers import DBGMCU_APB1_FZ, DBGMCU_APB1_FZ_DBG_IWDG_STOP, DBGMCU_CR
+from f4load.stub_image import StubImage, shipped_elf_bytes
+
+LOG = logging.getLogger(__name__)
+
+TARGET_PREFIX = "f4load_"
+# The program page pyocd hands to ProgramPage, and the size of each of the two page buffers.
+PAGE_SIZE = 16 * KB
+PAGE_SIZES = (4 * KB, 8 * KB, 16 * KB)  # what docs/pyocd.md measured
+# pyocd's FlashBuilder uses two buffers (current/next); PackFlashAlgo places exactly two when RAM allows.
+PAGE_BUFFER_COUNT = 2
+# PackFlashAlgo puts one 32-bit BKPT word before the blob (PackFlashAlgo._FLASH_BLOB_HEADER).
+BLOB_HEADER_SIZE = 4
+
+# DBGMCU bits not in f4load.registers (RM0090 38.16.2/38.16.3).
+DBGMCU_CR_DBG_SLEEP = 1 << 0
+DBGMCU_CR_DBG_STOP = 1 << 1
+DBGMCU_CR_DBG_STANDBY = 1 << 2
+DBGMCU_APB1_FZ_DBG_WWDG_STOP = 1 << 11
+
+# pyocd chooses between chip erase and sector erase by these weights (seconds); DS8626 Table 40 typical
+# times at x32 (the digest's timing table), program weight per page at 16 us per 32-bit write.
+ERASE_SECTOR_SECONDS = {16 * KB: 0.25, 64 * KB: 0.55, 128 * KB: 1.0}
+MASS_ERASE_SECONDS = 8.0
+PROGRAM_WRITE_SECONDS = 16e-6
+
+# Parts and flash sizes: STM32F405/407/415/417, xE = 512 KB, xG = 1 MB (DS8626 ordering information).
+PART_NAMES = ("STM32F405", "STM32F407", "STM32F415", "STM32F417")
+FLASH_SIZE_LETTERS = {"e": 512 * KB, "g": 1024 * KB}
+
+
+# --- the algorithm ------------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=None)
+def stub_image() -> StubImage:
+    """The typed descriptor of the shipped stub (entry points, error record and config word offsets)."""
+    return StubImage.shipped()
+
+
+@lru_cache(maxsize=None)
+def _pack_algo() -> PackFlashAlgo:
+    return PackFlashAlgo(io.BytesIO(shipped_elf_bytes()))
+
+
+def sram_region() -> RamRegion:
+    """SRAM1 + SRAM2, contiguous, where pyocd places the algorithm (the default RAM region)."""
+    return RamRegion(name="sram", start=SRAM_START, length=SRAM_SIZE)
+
+
+def stub_flash_algo(page_size: int = PAGE_SIZE, ram: Optional[RamRegion] = None,
+                    pack_algo: Optional[PackFlashAlgo] = None) -> Dict[str, Any]:
+    """pyocd's flash-algo dict for the stub, made by PackFlashAlgo from the FLM.
+
+    Layout (PackFlashAlgo): [stack ... ][buffer 2][buffer 1][BKPT][stub] up to the end of `ram`.
+    `pack_algo` is the FLM as pyocd loaded it (default: the shipped FLM).
+    """
+    algo = (pack_algo or _pack_algo()).get_pyocd_flash_algo(page_size, ram or sram_region())
+    if len(algo["page_buffers"]) < PAGE_BUFFER_COUNT:
+        raise exceptions.TargetSupportError(
+            f"f4load: RAM too small for {PAGE_BUFFER_COUNT} page buffers of {page_size} bytes")
+    # The stub programs any address, length and alignment (docs/stub.md, ProgramPage); the FLM's page size
+    # is only pyocd's default for phrases.
+    algo["min_program_length"] = 1
+    return algo
+
+
+# --- the Flash class ----------------------------------------------------------------------------------------
+
+def probe_supply_voltage(probe: Any) -> Optional[float]:
+    """VDD as the probe measures it, or None when the probe does not say.
+
+    The f4sim probe has `target_voltage`; pyocd's ST-Link probe keeps its reading on the STLink object
+    (`probe._link.target_voltage`, measured when the probe is opened). CMSIS-DAP probes report nothing.
+    """
+    for holder in (probe, getattr(probe, "_link", None)):
+        if holder is None:
+            continue
+        try:
+            value = getattr(holder, "target_voltage", None)
+        except exceptions.Error:
+            continue
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    return None
+
+
+class F4LoadFlash(Flash):
+    """pyocd's Flash running f4load's stub: config word before Init, typed results after every call.
+
+    Everything else - loading, calling, double buffering, timeouts - is pyocd's own code.
+    """
+
+    #: Keep a running IWDG from resetting the chip during long erases (config word bit 16 clear).
+    iwdg_keepalive: bool = True
+
+    def __init__(self, target: Any, flash_algo: Dict[str, Any]) -> None:
+        super().__init__(target, flash_algo)
+        self.stub = stub_image()
+        instructions = flash_algo["instructions"][BLOB_HEADER_SIZE // 4:]
+        blob = b"".join(int(w).to_bytes(4, "little") for w in instructions)
+        if not blob.startswith(self.stub.image):
+            raise exceptions.TargetSupportError("f4load: the flash algorithm is not the shipped f4load stub")
+        #: where the stub's blob starts in target RAM (symbol offsets are relative to this)
+        self.blob_address = flash_algo["load_address"] + BLOB_HEADER_SIZE
+        self._entry_of_pc = {self.blob_address + offset + 1: name
+                             for name, offset in self.stub.entry.as_dict().items()}
+        self._last_entry: Optional[str] = None
+        self._last_r0: Optional[int] = None
+        #: the config word written before the last Init (None until then), for logs and tests
+        self.config_word: Optional[int] = None
+        #: the last failure the stub reported (None if none)
+        self.last_error: Optional[StubError] = None
+
+    # --- the config word --------------------------------------------------------------------------------
+    @property
+    def config_address(self) -> int:
+        return self.blob_address + self.stub.config_offset
+
+    @property
+    def error_record_address(self) -> int:
+        return self.blob_address + self.stub.error_offset
+
+    def supply_voltage(self) -> Optional[float]:
+        return probe_supply_voltage(self.target.session.probe)
+
+    def choose_config_word(self) -> int:
+        """PSIZE from the probe's VDD reading (RM0090 Table 13), x32 when the probe reports none."""
+        volts = self.supply_voltage()
+        psize = protocol.PSIZE_X32
+        if volts is not None:
+            try:
+                psize = protocol.psize_for_voltage(volts)
+            except ValueError:
+                # 0 V or nonsense: the probe's TVCC pin is not wired to VDD (the chip could not run
+                # outside 1.8-3.6 V), so the reading says nothing about the supply.
+                LOG.warning("f4load: probe reports VDD %.2f V, outside 1.8-3.6 V; assuming 2.7-3.6 V (x32)", volts)
+        return protocol.config_word(psize, iwdg=self.iwdg_keepalive)
+
+    # --- calls into the stub ----------------------------------------------------------------------------
+    def _call_function(self, pc: int, r0: Optional[int] = None, r1: Optional[int] = None,
+                       r2: Optional[int] = None, r3: Optional[int] = None, init: bool = False) -> None:
+        if init:
+            # After the blob is loaded (which resets the word to its default) and before Init reads it.
+            self.config_word = self.choose_config_word()
+            self.target.write32(self.config_address, self.config_word)
+        self._last_entry = self._entry_of_pc.get(pc)
+        self._last_r0 = r0
+        super()._call_function(pc, r0, r1, r2, r3, init)
+
+    def wait_for_completion(self, timeout: Optional[float] = None) -> int:
+        """pyocd's wait, then: a non-zero stub result is raised here as pyocd's own exception type.
+
+        pyocd would raise the same type one level up with a bare number; raising it here lets the message
+        carry what the stub found. Verify (which returns an address) is never called by pyocd.
+        """
+        result = super().wait_for_completion(timeout)
+        if result not in (0, self.TIMEOUT_ERROR) and self._last_entry != "Verify":
+            raise self._failure(result)
+        return result
+
+    def read_error_record(self) -> Optional[ErrorRecord]:
+        try:
+            data = bytes(self.target.read_memory_block8(self.error_record_address, ErrorRecord.SIZE))
+        except exceptions.TransferError as error:
+            LOG.debug("f4load: could not read the stub's error record: %s", error)
+            return None
+        return ErrorRecord.from_bytes(data)
+
+    def _failure(self, code: int) -> exceptions.FlashFailure:
+        record = self.read_error_record()
+        if record is not None and record.result != code:
+            record = None  # not this failure's record
+        requested = self._last_r0 if self._last_entry in ("EraseSector", "ProgramPage") else None
+        error = StubError(code, record, address=requested)
+        self.last_error = error
+        kind: Type[exceptions.FlashFailure] = exceptions.FlashFailure
+        if error.is_erase:
+            kind = exceptions.FlashEraseFailure
+        elif error.is_program:
+            kind = exceptions.FlashProgramFailure
+        failure = kind(str(error), address=error.address, result_code=code)
+        failure.__cause__ = error
+        return failure
+
+
+# --- the memory map ----------------------------------------------------------------------------------------
+
+def _runs_of_equal_sectors(sectors: List[Sector]) -> List[List[Sector]]:
+    runs: List[List[Sector]] = []
+    for sector in sectors:
+        if runs and runs[-1][-1].size == sector.size:
+            runs[-1].append(sector)
+        else:
+            runs.append([sector])
+    return runs
+
+
+def memory_map_for(flash_size: int, algo: Dict[str, Any], page_size: int = PAGE_SIZE,
+                   flash_class: Type[Flash] = F4LoadFlash) -> MemoryMap:
+    """Main flash as one region (one algorithm load, one Init per phase) with a subregion per sector size,
+    SRAM as the default RAM, CCM as non-default data RAM."""
+    sectors = sectors_for(flash_size)
+    flash = FlashRegion(name="flash", start=FLASH_START, length=flash_size, blocksize=max(s.size for s in sectors),
+                        page_size=page_size, is_boot_memory=True, algo=algo, flash_class=flash_class,
+                        erase_all_weight=MASS_ERASE_SECONDS,
+                        program_page_weight=page_size // 4 * PROGRAM_WRITE_SECONDS)
+    for run in _runs_of_equal_sectors(sectors):
+        size = run[0].size
+        flash.submap.add_region(FlashRegion(
+            name=f"flash_{size // KB}k", start=run[0].start, length=size * len(run), blocksize=size,
+            page_size=min(page_size, size), algo=algo, erase_sector_weight=ERASE_SECTOR_SECONDS[size],
+            program_page_weight=min(page_size, size) // 4 * PROGRAM_WRITE_SECONDS))
+    ccm = RamRegion(name="ccm", start=CCM_START, length=CCM_SIZE, access="rw", is_default=False)
+    return MemoryMap(flash, sram_region(), ccm)
+
+
+# --- the targets -------------------------------------------------------------------------------------------
+
+class F4LoadSTM32F4(CoreSightTarget):
+    """An STM32F405/407/415/417 with f4load's flash algorithm; subclasses fix the part and flash size."""
+
+    VENDOR = "STMicroelectronics"
+    PART_FAMILIES = ["STM32F4 Series", "STM32F407/417"]
+    PART_NUMBER = "STM32F407xG"
+    FLASH_SIZE = 1024 * KB
+    #: the pyocd Flash class of the main flash region (a subclass can change PAGE or the IWDG policy)
+    FLASH_CLASS: Type[Flash] = F4LoadFlash
+    PAGE_SIZE = PAGE_SIZE
+
+    def __init__(self, session: Any) -> None:
+        algo = stub_flash_algo(self.PAGE_SIZE)
+        super().__init__(session, memory_map_for(self.FLASH_SIZE, algo, self.PAGE_SIZE, self.FLASH_CLASS))
+
+    def post_connect_hook(self) -> None:
+        """Keep debug alive in low-power modes and stop the watchdogs while the core is halted
+        (RM0090 38.16.2-3). While the stub runs the IWDG counts anyway; the stub services it."""
+        self.write32(DBGMCU_CR, DBGMCU_CR_DBG_SLEEP | DBGMCU_CR_DBG_STOP | DBGMCU_CR_DBG_STANDBY)
+        self.write32(DBGMCU_APB1_FZ, self.read32(DBGMCU_APB1_FZ) | DBGMCU_APB1_FZ_DBG_IWDG_STOP
+                     | DBGMCU_APB1_FZ_DBG_WWDG_STOP)
+
+
+def target_name(part_name: str, flash_size: int) -> str:
+    """`f4load_stm32f407xg` for ("STM32F407", 1 MB)."""
+    letter = {size: letter for letter, size in FLASH_SIZE_LETTERS.items()}[flash_size]
+    return f"{TARGET_PREFIX}{part_name.lower()}x{letter}"
+
+
+def _make_target(part_name: str, letter: str) -> Type[F4LoadSTM32F4]:
+    flash_size = FLASH_SIZE_LETTERS[letter]
+    cls_name = f"F4Load_{part_name}x{letter.upper()}"
+    return type(cls_name, (F4LoadSTM32F4,), {
+        "PART_NUMBER": f"{part_name}x{letter.upper()}", "FLASH_SIZE": flash_size,
+        "__doc__": f"{part_name}x{letter.upper()} ({flash_size // KB} KB flash) with f4load's flash algorithm.",
+    })
+
+
+#: target type name -> class, e.g. TARGETS["f4load_stm32f407xg"]
+TARGETS: Dict[str, Type[F4LoadSTM32F4]] = {
+    target_name(part_name, FLASH_SIZE_LETTERS[letter]): _make_target(part_name, letter)
+    for part_name in PART_NAMES for letter in FLASH_SIZE_LETTERS
+}
+
+
+def register_targets() -> None:
+    """Add f4load's target types to pyocd (`pyocd.target.TARGET`). Idempotent; cheap (nothing is loaded
+    until a target is created), so a probe plugin's `load()` or a user script may call it."""
+    from pyocd.target import TARGET
+
+    TARGET.update(TARGETS)
