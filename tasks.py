@@ -47,3 +47,69 @@ def build_stub(c, keep=""):
     print(builder.size_report(result))
     for path in installed:
         print(f"installed {path.relative_to(Path(__file__).resolve().parent)}")
+
+
+@task(help={"link": "link model of the virtual probe (default stlink-v2)",
+            "size_kb": "image size in KB (default 512)"})
+def bench_algo(c, link="stlink-v2", size_kb=512):
+    """pyocd + f4load's stub versus pyocd + Keil's FLM: erase+program a random image on the virtual chip."""
+    import io
+    import os
+    import random
+    import tempfile
+    from pathlib import Path
+
+    from f4load.pyocd_targets import PAGE_SIZE, register_targets, stub_image
+
+    stub = stub_image()
+    print(f"f4load stub: {stub.code_size} bytes of code, {stub.data_size} bytes of data "
+          f"({len(stub.image)} loaded), stack {stub.stack_need} bytes; pyocd page {PAGE_SIZE // 1024} KB, "
+          f"2 page buffers")
+    data = random.Random(407).randbytes(int(size_kb) * 1024)
+    flash_kb = 512 if len(data) <= 512 * 1024 else 1024
+    target = "f4load_stm32f407xe" if flash_kb == 512 else "f4load_stm32f407xg"
+    register_targets()
+    print(f"{len(data) // 1024} KB random image at 0x08000000, erased {flash_kb} KB chip, link {link}, "
+          f"pyocd FileProgrammer with its default options, target {target}")
+
+    def run(label, install=None):
+        from pyocd.core.helpers import ConnectHelper
+        from pyocd.flash.file_programmer import FileProgrammer
+
+        with tempfile.TemporaryDirectory(prefix="f4load-bench-") as state:
+            os.environ["F4LOAD_SIM_STATE"] = state
+            os.environ["F4LOAD_SIM_FAULTS"] = f"flash={flash_kb}"
+            session = ConnectHelper.session_with_chosen_probe(
+                unique_id="f4sim", blocking=False, options={"f4sim.link": link, "target_override": target})
+            if install is not None:
+                install(session)
+            with session:
+                probe = session.probe
+                start_ps, start_commands = probe.clock.now_ps, probe.commands
+                FileProgrammer(session, progress=lambda _: None).program(
+                    io.BytesIO(data), base_address=0x0800_0000, file_format="bin")
+                seconds = (probe.clock.now_ps - start_ps) / 1e12
+                commands = probe.commands - start_commands
+                ok = bytes(session.target.read_memory_block8(0x0800_0000, len(data))) == data
+        print(f"  {label:<28} {seconds:8.3f} s virtual {commands:7d} probe commands"
+              f"  {'read back OK' if ok else 'READ BACK DIFFERS'}")
+        return seconds
+
+    saved = {k: os.environ.get(k) for k in ("F4LOAD_SIM_STATE", "F4LOAD_SIM_FAULTS")}
+    try:
+        ours = run("pyocd + f4load stub")
+        peer = Path(os.environ.get("F4LOAD_PEER_FLM", str(Path(__file__).resolve().parent.parent / "shared" /
+                                                            "peers" / "STM32F4xx_2048.FLM")))
+        if peer.is_file():
+            from f4load.sim.peer import use_flm
+
+            theirs = run("pyocd + Keil STM32F4xx_2048", lambda session: use_flm(session, peer))
+            print(f"  the Keil FLM takes {theirs / ours:.2f}x as long as the f4load stub ({theirs - ours:.3f} s more)")
+        else:
+            print(f"  pyocd + Keil STM32F4xx_2048: peer absent ({peer}); set F4LOAD_PEER_FLM")
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

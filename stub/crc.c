@@ -10,8 +10,8 @@ F4LOAD_EXPORT uint32_t f4load_crc;
 
 #define CRC_WORDS_PER_REFRESH  0x4000u
 
-/* CRC of `words` words from `address` into f4load_crc. */
-void crc_unit_words(uint32_t address, uint32_t words)
+/* CRC of `words` words from `address`: returned, and kept in f4load_crc. */
+uint32_t crc_unit_words(uint32_t address, uint32_t words)
 {
     uint32_t enr = RCC_AHB1ENR;
     RCC_AHB1ENR = enr | RCC_AHB1ENR_CRCEN;
@@ -23,8 +23,10 @@ void crc_unit_words(uint32_t address, uint32_t words)
             watchdog_refresh();
         }
     }
-    f4load_crc = CRC_DR;
+    uint32_t crc = CRC_DR;
+    f4load_crc = crc;
     if (!(enr & RCC_AHB1ENR_CRCEN)) {
         RCC_AHB1ENR = enr;  /* leave the clock as the application had it */
     }
+    return crc;
 }

@@ -21,7 +21,7 @@ _Static_assert(sizeof(((struct f4load_queue *)0)->slots) / sizeof(struct f4load_
 /* CMSIS Init fnc values. */
 #define FNC_VERIFY     3u
 
-static uint32_t not_initialized(uint32_t op)
+uint32_t not_initialized(uint32_t op)
 {
     g_stub.stale = 0u;
     return g_stub.initialized ? 0u : stub_fail(F4LOAD_KIND_NOT_INITIALIZED, op, F4LOAD_SECTOR_NONE, 0u, 0u, 0u);
@@ -32,7 +32,7 @@ static uint32_t not_initialized(uint32_t op)
  * addresses inside it but past F_SIZE (sectors 8-11 of a 512 KB part) are BEYOND_END, reported at the first
  * address that is not there.
  */
-static uint32_t check_range(uint32_t op, uint32_t adr, uint32_t sz)
+uint32_t check_range(uint32_t op, uint32_t adr, uint32_t sz)
 {
     struct sector_info s;
     if (sector_of(adr, &s)) {
@@ -111,7 +111,7 @@ F4LOAD_EXPORT uint32_t UnInit(uint32_t fnc)
     if (g_stub.cycles_per_ms == 0u) {  /* never initialised: nothing to time with, CR untouched by us */
         g_stub.cycles_per_ms = HSI_HZ / 1000u;
     }
-    uint32_t sr = flash_wait_idle(erase_timeout_ms(2u), POLL_SPIN_ERASE);
+    uint32_t sr = flash_wait_idle(erase_timeout_ms(2u));
     if (sr & FLASH_SR_BSY) {
         return stub_fail(F4LOAD_KIND_BSY_TIMEOUT, F4LOAD_OP_UNINIT, F4LOAD_SECTOR_NONE, 0u, 0u, sr);
     }
@@ -120,13 +120,9 @@ F4LOAD_EXPORT uint32_t UnInit(uint32_t fnc)
     return 0u;
 }
 
-F4LOAD_EXPORT uint32_t EraseSector(uint32_t adr)
+/* Erase the sector that starts at `adr` (shared by EraseSector and Stream). */
+uint32_t erase_sector_at(uint32_t op, uint32_t adr)
 {
-    const uint32_t op = F4LOAD_OP_ERASE_SECTOR;
-    uint32_t r = not_initialized(op);
-    if (r) {
-        return r;
-    }
     struct sector_info s;
     if (sector_of(adr, &s)) {
         return stub_fail(F4LOAD_KIND_BAD_ARGUMENT, op, F4LOAD_SECTOR_NONE, F4LOAD_ARG_NOT_FLASH, adr, 0u);
@@ -138,6 +134,13 @@ F4LOAD_EXPORT uint32_t EraseSector(uint32_t adr)
         return stub_fail(F4LOAD_KIND_BEYOND_END, op, s.index, 0u, adr, 0u);
     }
     return flash_erase_sector(&s);
+}
+
+F4LOAD_EXPORT uint32_t EraseSector(uint32_t adr)
+{
+    const uint32_t op = F4LOAD_OP_ERASE_SECTOR;
+    uint32_t r = not_initialized(op);
+    return r ? r : erase_sector_at(op, adr);
 }
 
 F4LOAD_EXPORT uint32_t EraseChip(void)
@@ -207,21 +210,26 @@ F4LOAD_EXPORT uint32_t BlankCheck(uint32_t adr, uint32_t sz, uint32_t pat)
     return 0u;
 }
 
-/* CRC of flash words by the CRC unit; the value goes to f4load_crc (see crc.c). */
-F4LOAD_EXPORT uint32_t Crc(uint32_t adr, uint32_t sz)
+/* CRC of the word-aligned range [adr, adr + sz) into *value and f4load_crc (shared by Crc and Stream). */
+uint32_t crc_range(uint32_t op, uint32_t adr, uint32_t sz, uint32_t *value)
 {
-    const uint32_t op = F4LOAD_OP_CRC;
-    uint32_t r = not_initialized(op);
-    if (!r) {
-        r = check_range(op, adr, sz);
-    }
+    uint32_t r = check_range(op, adr, sz);
     if (!r && ((adr | sz) & 3u)) {
         struct sector_info s;
         (void)sector_of(adr, &s);
         r = stub_fail(F4LOAD_KIND_BAD_ARGUMENT, op, s.index, F4LOAD_ARG_ALIGNMENT, adr, 0u);
     }
     if (!r) {
-        crc_unit_words(adr, sz / 4u);
+        *value = crc_unit_words(adr, sz / 4u);
     }
     return r;
+}
+
+/* CRC of flash words by the CRC unit; the value goes to f4load_crc (see crc.c). */
+F4LOAD_EXPORT uint32_t Crc(uint32_t adr, uint32_t sz)
+{
+    const uint32_t op = F4LOAD_OP_CRC;
+    uint32_t value;
+    uint32_t r = not_initialized(op);
+    return r ? r : crc_range(op, adr, sz, &value);
 }

@@ -33,6 +33,9 @@
  *       (details, with a result code, in the error record).
  *   uint32_t BlankCheck(uint32_t adr, uint32_t sz, uint32_t pat)
  *       0 when every byte equals (pat & 0xFF), else a result code (kind NOT_BLANK; address in the record).
+ *   uint32_t Stream(uint32_t queue, uint32_t buffers, uint32_t count)
+ *       Serves the command queue (erase sector, program from a buffer, CRC, stop) until STOP or a failure;
+ *       see "Streaming" below. 0 after STOP, else the failing command's result code.
  *   uint32_t Crc(uint32_t adr, uint32_t sz)
  *       CRC of the words at [adr, adr+sz) by the CRC unit (poly 0x04C11DB7, init 0xFFFFFFFF, 32-bit words
  *       as read little-endian, no reflection, no final xor); adr and sz multiples of 4, inside main flash.
@@ -47,7 +50,7 @@
  * Result codes: 0 = success. Anything else is a failure laid out so that it reads in hex:
  *
  *   31..24  KIND    what went wrong (F4LOAD_KIND_*), never 0
- *   23..20  OP      which entry point (F4LOAD_OP_*)
+ *   23..20  OP      which entry point (F4LOAD_OP_*); in Stream, which command
  *   19..16  SECTOR  0..11, or F4LOAD_SECTOR_NONE (mass erase, or no single sector applies)
  *   15      STALE   error flags were already set before this operation (left by the application or an
  *                   earlier unreported failure); they were cleared, and recorded in f4load_error.stale_sr
@@ -107,6 +110,10 @@
 #define F4LOAD_ARG_NOT_SECTOR_START 2   /* EraseSector needs the first address of a sector */
 #define F4LOAD_ARG_ALIGNMENT        3   /* Crc needs word-aligned address and size */
 #define F4LOAD_ARG_WRAPS            4   /* adr + sz wraps around the 32-bit address space */
+#define F4LOAD_ARG_BAD_QUEUE        5   /* Stream: the queue has no F4LOAD_QUEUE_MAGIC, or a slot's seq is not
+                                           the command the stub expects */
+#define F4LOAD_ARG_BAD_COMMAND      6   /* Stream: unknown F4LOAD_CMD_* */
+#define F4LOAD_ARG_BAD_BUFFER       7   /* Stream: buffer index >= count, or size > F4LOAD_BUFFER_SIZE */
 
 /* DETAIL for F4LOAD_KIND_VERIFY_MISMATCH. */
 #define F4LOAD_VERIFY_COMPARE       1   /* Verify() found a difference */
@@ -154,41 +161,58 @@ struct f4load_error {
  *   +0x0000  halt word 0xE7FDBE00 (BKPT #0; B .-2): entry points return here (LR = base + 1)
  *   +0x0004  the stub image (PrgCode then PrgData), at most F4LOAD_IMAGE_BUDGET bytes
  *   ......   stack, growing down from F4LOAD_STACK_TOP
- *   +0x1000  struct f4load_queue (streaming, next issue)
- *   +0x2000  F4LOAD_BUFFER_COUNT buffers of F4LOAD_BUFFER_SIZE bytes
+ *   +0x1800  struct f4load_queue (streaming)
+ *   +0x2000  F4LOAD_BUFFER_COUNT buffers of F4LOAD_BUFFER_SIZE bytes: every byte of SRAM1 + SRAM2 left
+ *            (15 x 8 KB = 120 KB), so the host can fill about a sector's worth of data while a 128 KB
+ *            sector erases (1 s) and the stub never waits for the link once programming starts
  */
 #define F4LOAD_RAM_BASE             0x20000000
 #define F4LOAD_RAM_SIZE             0x00020000
 #define F4LOAD_HALT_WORD            0xE7FDBE00
 #define F4LOAD_IMAGE_OFFSET         0x00000004
-#define F4LOAD_IMAGE_BUDGET         0x00000C00
-#define F4LOAD_STACK_TOP            0x00001000
+#define F4LOAD_IMAGE_BUDGET         0x00001400
+#define F4LOAD_STACK_TOP            0x00001800
 #define F4LOAD_STACK_BUDGET         0x00000200
-#define F4LOAD_QUEUE_OFFSET         0x00001000
+#define F4LOAD_QUEUE_OFFSET         0x00001800
 #define F4LOAD_BUFFER_OFFSET        0x00002000
-#define F4LOAD_BUFFER_SIZE          0x00004000
-#define F4LOAD_BUFFER_COUNT         4
+#define F4LOAD_BUFFER_SIZE          0x00002000
+#define F4LOAD_BUFFER_COUNT         15
 
 /* ---------------------------------------------------------------------------------------------------------
- * Streaming (next issue; layout fixed now, not implemented yet). A stub entry point stays running and serves
- * a ring of commands in RAM while the host fills the next buffer over SWD. The host fills a slot, then
- * increments host_seq; the stub runs slots in order and sets stub_seq to the sequence number it finished.
- * status says whether the stub is waiting, working, stopped or failed (then `error` holds the record).
+ * Streaming. `uint32_t Stream(uint32_t queue, uint32_t buffers, uint32_t count)` stays running after Init and
+ * serves a ring of commands in RAM while the host fills the next buffers over SWD, so the core is never
+ * halted between buffers (pyocd halts, loads registers, resumes and polls for every page: a dozen probe
+ * round trips each). r0 = address of struct f4load_queue, r1 = address of buffer 0, r2 = number of buffers
+ * (each F4LOAD_BUFFER_SIZE bytes, one after the other). It returns 0 after a STOP command, else the result
+ * code of the command that failed.
+ *
+ * Sequence numbers: commands are numbered 1, 2, 3, ...; command n lives in slots[n % F4LOAD_QUEUE_SLOTS].
+ *   host: write the data into a free buffer, write the slot (op, address, size, buffer, seq = n), then
+ *         host_seq = n. Several slots may be published with one host_seq write.
+ *   stub: while host_seq == stub_seq it polls (status WAITING, IWDG refreshed). For command n = stub_seq + 1
+ *         (status WORKING) it checks slot.seq == n, runs it, writes slot.result and slot.value, and only then
+ *         stub_seq = n. A slot and its buffer belong to the host again once stub_seq >= their command.
+ *   failure: the record goes to `error`, the code to slot.result, then status = FAILED; stub_seq stays at
+ *         the last command that succeeded (so the failed one is stub_seq + 1) and Stream returns the code.
+ *   STOP: stub_seq = n, status = STOPPED, Stream returns 0 (the core halts at the halt word).
+ * The host polls stub_seq and status (two adjacent words, one probe command).
+ * Result codes of commands name the operation that failed (ERASE_SECTOR, PROGRAM, CRC); OP_STREAM is used
+ * for a bad queue or a bad command.
  */
 #define F4LOAD_QUEUE_MAGIC          0xF40AD0E0
-#define F4LOAD_QUEUE_SLOTS          4
+#define F4LOAD_QUEUE_SLOTS          16
 
 #define F4LOAD_CMD_NONE             0
 #define F4LOAD_CMD_ERASE_SECTOR     1   /* address = sector start */
-#define F4LOAD_CMD_PROGRAM          2   /* address, size, buffer index */
-#define F4LOAD_CMD_CRC              3   /* address, size; value = CRC */
-#define F4LOAD_CMD_STOP             4   /* return from the streaming entry point */
+#define F4LOAD_CMD_PROGRAM          2   /* address, size (<= F4LOAD_BUFFER_SIZE), buffer index */
+#define F4LOAD_CMD_CRC              3   /* address, size (multiples of 4); value = CRC */
+#define F4LOAD_CMD_STOP             4   /* return from Stream */
 
-#define F4LOAD_STATUS_IDLE          0
-#define F4LOAD_STATUS_WAITING       1
-#define F4LOAD_STATUS_WORKING       2
-#define F4LOAD_STATUS_STOPPED       3
-#define F4LOAD_STATUS_FAILED        4
+#define F4LOAD_STATUS_IDLE          0   /* written by the host before Stream starts */
+#define F4LOAD_STATUS_WAITING       1   /* all published commands done, polling host_seq */
+#define F4LOAD_STATUS_WORKING       2   /* running command stub_seq + 1 */
+#define F4LOAD_STATUS_STOPPED       3   /* STOP done, Stream returned 0 */
+#define F4LOAD_STATUS_FAILED        4   /* command stub_seq + 1 failed; `error` holds the record */
 
 struct f4load_command {
     uint32_t op;            /* F4LOAD_CMD_* */
@@ -205,8 +229,8 @@ struct f4load_queue {
     uint32_t host_seq;      /* last command published by the host */
     uint32_t stub_seq;      /* last command completed by the stub */
     uint32_t status;        /* F4LOAD_STATUS_* */
-    struct f4load_command slots[4];     /* slot = seq % F4LOAD_QUEUE_SLOTS */
-    struct f4load_error error;
+    struct f4load_command slots[16];    /* slot = seq % F4LOAD_QUEUE_SLOTS */
+    struct f4load_error error;          /* copy of f4load_error when Stream returns */
 };
 
 #endif /* F4LOAD_PROTOCOL_H */

@@ -61,3 +61,19 @@ void stub_record_reset(uint32_t flash_size)
     f4load_error.flash_size = flash_size;
     f4load_error.failures = 0u;
 }
+
+/* Plain word copies (no struct assignment: it could become a memcpy call, and there is no libc). */
+void stub_copy_error(volatile struct f4load_error *to)
+{
+    to->result = f4load_error.result;
+    to->address = f4load_error.address;
+    to->sr = f4load_error.sr;
+    to->cr = f4load_error.cr;
+    to->expected = f4load_error.expected;
+    to->actual = f4load_error.actual;
+    to->waited_ms = f4load_error.waited_ms;
+    to->stale_sr = f4load_error.stale_sr;
+    to->cfsr = f4load_error.cfsr;
+    to->flash_size = f4load_error.flash_size;
+    to->failures = f4load_error.failures;
+}

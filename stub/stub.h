@@ -52,11 +52,9 @@ void stub_record_cfsr(uint32_t cfsr);
 int cycle_counter_start(void);                 /* 0 when CYCCNT counts */
 void watchdog_stretch(void);
 void watchdog_refresh(void);
-uint32_t flash_wait_idle(uint32_t timeout_ms, uint32_t poll_spin);  /* returns the last FLASH_SR read */
+uint32_t flash_wait_idle(uint32_t timeout_ms);  /* returns the last FLASH_SR read */
 uint32_t erase_timeout_ms(uint32_t size_class);                      /* size_class 3 = mass erase */
 #define ERASE_CLASS_MASS     3u
-#define POLL_SPIN_ERASE      256u   /* cycles-ish between SR polls while erasing (ms-long waits) */
-#define POLL_SPIN_PROGRAM    0u     /* poll as fast as possible: a program write takes 16 us */
 
 /* flash_ops.c: the RM0090 3.6 sequences. Each returns 0 or a result code. */
 int sector_of(uint32_t address, struct sector_info *out);    /* 0 when address is in the 1 MB map */
@@ -69,8 +67,17 @@ uint32_t flash_program(uint32_t address, uint32_t size, const uint8_t *buf);
 void flash_caches_off(void);
 void flash_caches_restore(void);
 
+/* entry.c: argument checks and operations shared by the CMSIS entry points and Stream. */
+uint32_t not_initialized(uint32_t op);                        /* 0 after a successful Init */
+uint32_t check_range(uint32_t op, uint32_t adr, uint32_t sz); /* 0 when [adr, adr+sz) is main flash */
+uint32_t erase_sector_at(uint32_t op, uint32_t adr);
+uint32_t crc_range(uint32_t op, uint32_t adr, uint32_t sz, uint32_t *value);
+
+/* report.c: copy the error record (Stream hands it to the host in the queue). */
+void stub_copy_error(volatile struct f4load_error *to);
+
 /* crc.c */
-void crc_unit_words(uint32_t address, uint32_t words);   /* result in f4load_crc */
+uint32_t crc_unit_words(uint32_t address, uint32_t words);   /* returns the CRC, also in f4load_crc */
 
 #pragma GCC visibility pop
 

@@ -69,21 +69,17 @@ void watchdog_stretch(void)
     IWDG_KR = IWDG_KEY_RELOAD;
 }
 
-/* Burn roughly 2 * n cycles without touching the bus (keeps slow polls off the peripheral bus). */
-static void spin(uint32_t n)
-{
-    while (n != 0u) {
-        __asm volatile("" : "+r"(n));
-        n--;
-    }
-}
-
 /*
  * Wait until FLASH_SR.BSY clears or `timeout_ms` pass. Returns the last SR value read: BSY is still set in it
  * when the wait timed out. Time is counted in CYCCNT deltas folded into whole milliseconds, so the 32-bit
  * counter may wrap any number of times. The IWDG is refreshed once per millisecond.
+ *
+ * SR is polled back to back, with no delay loop in between: the core runs from SRAM, so reading a flash
+ * interface register stalls nothing else, and the end of an operation is seen at once. (The virtual chip
+ * also relies on it: it lets a core that polls BSY skip ahead to the end of the operation, docs/sim.md, but
+ * a counting delay loop between polls would be emulated instruction by instruction.)
  */
-uint32_t flash_wait_idle(uint32_t timeout_ms, uint32_t poll_spin)
+uint32_t flash_wait_idle(uint32_t timeout_ms)
 {
     uint32_t last = DWT_CYCCNT;
     uint32_t acc = 0u;
@@ -106,7 +102,6 @@ uint32_t flash_wait_idle(uint32_t timeout_ms, uint32_t poll_spin)
         if (ms >= timeout_ms) {
             break;
         }
-        spin(poll_spin);
     }
     g_stub.waited_ms = ms;
     return sr;

@@ -22,7 +22,7 @@ from f4load.crc import stm32_crc32
 from f4load.sim.chip import REGSEL_LR, REGSEL_PC, REGSEL_SP, REGSEL_XPSR, Chip
 from f4load.sim.clock import PS_PER_MS
 from f4load.sim.faults import Faults
-from f4load.stub_image import ENTRY_POINTS, StubImage, shipped_elf_bytes
+from f4load.stub_image import CMSIS_ENTRY_POINTS, ENTRY_POINTS, StubImage, shipped_elf_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "toolchain"))
@@ -161,7 +161,7 @@ def test_ram_layout_keeps_image_stack_queue_and_buffers_apart(built):
 def test_pyocd_loads_the_flm_with_all_entry_points(built):
     algo = PackFlashAlgo(str(built.artifact))
     symbols = {k: v & ~1 for k, v in algo.symbols.items()}
-    assert symbols == {k: v for k, v in built.image.entry.as_dict().items() if k != "Crc"}
+    assert symbols == {k: v for k, v in built.image.entry.as_dict().items() if k in CMSIS_ENTRY_POINTS}
     assert algo.rw_start == built.image.static_base
     assert bytes(algo.algo_data[:len(built.image.image)]) == built.image.image
 

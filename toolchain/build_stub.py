@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Set, Tuple
 
+from cffi import FFI
 from elftools.elf.elffile import ELFFile
 from elftools.elf.relocation import RelocationSection
 from elftools.elf.sections import SymbolTableSection
@@ -42,7 +43,7 @@ HEADER_NAME = "f4load_protocol.h"
 CC = "arm-none-eabi-gcc"
 OBJCOPY = "arm-none-eabi-objcopy"
 
-SOURCES = ["entry.c", "flash_ops.c", "timing.c", "report.c", "crc.c", "flash_device.c"]
+SOURCES = ["entry.c", "stream.c", "flash_ops.c", "timing.c", "report.c", "crc.c", "flash_device.c"]
 
 CFLAGS = [
     "-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=soft",  # the stub needs no FPU (and must not touch it)
@@ -184,9 +185,17 @@ def _relocation_name(number: int) -> str:
     return f"R_ARM_{number}"
 
 
+def source_constant(name: str) -> int:
+    """`#define name` of the header being built (stub/), which may be newer than the one installed in the
+    package that `f4load.protocol` reads."""
+    ffi = FFI()
+    ffi.cdef(protocol.cdef_text((STUB_DIR / HEADER_NAME).read_text(encoding="ascii")))
+    return int(getattr(ffi.dlopen(None), name))
+
+
 def check_budget(image: StubImage) -> None:
-    image_budget = protocol.const("F4LOAD_IMAGE_BUDGET")
-    stack_budget = protocol.const("F4LOAD_STACK_BUDGET")
+    image_budget = source_constant("F4LOAD_IMAGE_BUDGET")
+    stack_budget = source_constant("F4LOAD_STACK_BUDGET")
     if len(image.image) > image_budget:
         raise BuildError(f"stub image is {len(image.image)} bytes, over the {image_budget}-byte budget")
     if image.stack_need > stack_budget:
@@ -234,8 +243,8 @@ def size_report(result: BuildResult) -> str:
     lines = [
         f"code (PrgCode):  {image.code_size:6d} bytes",
         f"data (PrgData):  {image.data_size:6d} bytes",
-        f"image total:     {len(image.image):6d} bytes  (budget {protocol.const('F4LOAD_IMAGE_BUDGET')})",
-        f"stack:           {image.stack_need:6d} bytes  (budget {protocol.const('F4LOAD_STACK_BUDGET')}), "
+        f"image total:     {len(image.image):6d} bytes  (budget {source_constant('F4LOAD_IMAGE_BUDGET')})",
+        f"stack:           {image.stack_need:6d} bytes  (budget {source_constant('F4LOAD_STACK_BUDGET')}), "
         f"deepest: {' -> '.join(result.stack_path)}",
         "entry points:    " + ", ".join(f"{k}@{v:#x}" for k, v in image.entry.as_dict().items()),
         f"config word @{image.config_offset:#x}, error record @{image.error_offset:#x}, "

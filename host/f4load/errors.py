@@ -25,9 +25,17 @@ PROGRAM_OPERATIONS = frozenset({protocol.const("F4LOAD_OP_PROGRAM")})
 def describe(code: int, record: Optional[ErrorRecord] = None, address: Optional[int] = None) -> str:
     """Any stub result code in words; `record` (the error record read after the failure) adds the failing
     address and the raw registers, `address` names the address the host asked for when there is no record."""
+    if code == protocol.const("F4LOAD_RESULT_OK"):
+        return protocol.describe_result(code)
     text = protocol.describe_result(code, record)
-    if record is None and address is not None and code != protocol.const("F4LOAD_RESULT_OK"):
+    if record is None and address is not None:
         text += f"\n  requested address {address:#010x}"
+    if record is not None and record.stale_sr and not ResultCode.decode(code).stale:
+        # Flags found (and cleared) by an earlier call since Init - usually Init itself - are not in this
+        # code's STALE bit but may explain the state the application left the flash interface in.
+        names = ", ".join(protocol.sr_bit_names(record.stale_sr))
+        text += (f"\n  note: error flags left set by the application or an earlier failure ({names}) were "
+                 "found and cleared earlier in this session")
     return text
 
 

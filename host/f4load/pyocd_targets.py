@@ -29,7 +29,7 @@ from __future__ import annotations
 import io
 import logging
 import math
-from functools import lru_cache
+from functools import cache
 from typing import Any, Dict, List, Optional, Type
 
 from pyocd.core import exceptions
@@ -75,13 +75,13 @@ FLASH_SIZE_LETTERS = {"e": 512 * KB, "g": 1024 * KB}
 
 # --- the algorithm ------------------------------------------------------------------------------------------
 
-@lru_cache(maxsize=None)
+@cache
 def stub_image() -> StubImage:
     """The typed descriptor of the shipped stub (entry points, error record and config word offsets)."""
     return StubImage.shipped()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _pack_algo() -> PackFlashAlgo:
     return PackFlashAlgo(io.BytesIO(shipped_elf_bytes()))
 
@@ -136,6 +136,9 @@ class F4LoadFlash(Flash):
 
     #: Keep a running IWDG from resetting the chip during long erases (config word bit 16 clear).
     iwdg_keepalive: bool = True
+    #: A PSIZE to use whatever the probe measures (protocol.PSIZE_X8/X16/X32), e.g. for a probe whose TVCC
+    #: pin is not wired to the target's VDD; None: choose from the probe's reading.
+    forced_psize: Optional[int] = None
 
     def __init__(self, target: Any, flash_algo: Dict[str, Any]) -> None:
         super().__init__(target, flash_algo)
@@ -169,6 +172,8 @@ class F4LoadFlash(Flash):
 
     def choose_config_word(self) -> int:
         """PSIZE from the probe's VDD reading (RM0090 Table 13), x32 when the probe reports none."""
+        if self.forced_psize is not None:
+            return protocol.config_word(self.forced_psize, iwdg=self.iwdg_keepalive)
         volts = self.supply_voltage()
         psize = protocol.PSIZE_X32
         if volts is not None:
@@ -242,20 +247,31 @@ def _runs_of_equal_sectors(sectors: List[Sector]) -> List[List[Sector]]:
 def memory_map_for(flash_size: int, algo: Dict[str, Any], page_size: int = PAGE_SIZE,
                    flash_class: Type[Flash] = F4LoadFlash) -> MemoryMap:
     """Main flash as one region (one algorithm load, one Init per phase) with a subregion per sector size,
-    SRAM as the default RAM, CCM as non-default data RAM."""
-    sectors = sectors_for(flash_size)
-    flash = FlashRegion(name="flash", start=FLASH_START, length=flash_size, blocksize=max(s.size for s in sectors),
+    SRAM as the default RAM, CCM as non-default data RAM (not executable: the core cannot fetch from it)."""
+    flash = FlashRegion(name="flash", start=FLASH_START, length=flash_size, blocksize=128 * KB,
                         page_size=page_size, is_boot_memory=True, algo=algo, flash_class=flash_class,
                         erase_all_weight=MASS_ERASE_SECONDS,
                         program_page_weight=page_size // 4 * PROGRAM_WRITE_SECONDS)
-    for run in _runs_of_equal_sectors(sectors):
-        size = run[0].size
-        flash.submap.add_region(FlashRegion(
-            name=f"flash_{size // KB}k", start=run[0].start, length=size * len(run), blocksize=size,
-            page_size=min(page_size, size), algo=algo, erase_sector_weight=ERASE_SECTOR_SECONDS[size],
-            program_page_weight=min(page_size, size) // 4 * PROGRAM_WRITE_SECONDS))
+    add_sector_subregions(flash, page_size)
     ccm = RamRegion(name="ccm", start=CCM_START, length=CCM_SIZE, access="rw", is_default=False)
     return MemoryMap(flash, sram_region(), ccm)
+
+
+def add_sector_subregions(flash: FlashRegion, page_size: int = PAGE_SIZE) -> None:
+    """One subregion of `flash` per run of equal sectors (RM0090 Table 5), so that pyocd's sector and page
+    lookups (Flash.get_sector_info/get_page_info) see the F4's 16/64/128 KB sectors.
+
+    pyocd's Target clones the memory map it is given, and a cloned region loses its subregions: a target
+    calls this again on its own copy (F4LoadSTM32F4.__init__)."""
+    for subregion in list(flash.submap.regions):
+        flash.submap.remove_region(subregion)
+    for run in _runs_of_equal_sectors(sectors_for(flash.length)):
+        size = run[0].size
+        flash.submap.add_region(FlashRegion(
+            name=f"{flash.name}_{size // KB}k", start=run[0].start, length=size * len(run), blocksize=size,
+            page_size=min(page_size, size), algo=flash.algo, flash_class=flash.flash_class,
+            erase_sector_weight=ERASE_SECTOR_SECONDS[size],
+            program_page_weight=min(page_size, size) // 4 * PROGRAM_WRITE_SECONDS))
 
 
 # --- the targets -------------------------------------------------------------------------------------------
@@ -274,6 +290,7 @@ class F4LoadSTM32F4(CoreSightTarget):
     def __init__(self, session: Any) -> None:
         algo = stub_flash_algo(self.PAGE_SIZE)
         super().__init__(session, memory_map_for(self.FLASH_SIZE, algo, self.PAGE_SIZE, self.FLASH_CLASS))
+        add_sector_subregions(self.memory_map.get_boot_memory(), self.PAGE_SIZE)
 
     def post_connect_hook(self) -> None:
         """Keep debug alive in low-power modes and stop the watchdogs while the core is halted

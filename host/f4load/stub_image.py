@@ -26,8 +26,9 @@ from f4load import protocol
 
 ARTIFACT_NAME = "f4load_stub.FLM"
 
-# Entry points, named as the C functions (the CMSIS-Pack names plus Crc).
-ENTRY_POINTS = ("Init", "UnInit", "EraseSector", "EraseChip", "ProgramPage", "Verify", "BlankCheck", "Crc")
+# Entry points, named as the C functions: the CMSIS-Pack names, then f4load's own (Crc, Stream).
+CMSIS_ENTRY_POINTS = ("Init", "UnInit", "EraseSector", "EraseChip", "ProgramPage", "Verify", "BlankCheck")
+ENTRY_POINTS = CMSIS_ENTRY_POINTS + ("Crc", "Stream")
 
 # CMSIS-Pack FlashDevice (FlashOS.h): "<H128sHLLLLBxxxLL" then {size, offset} pairs ended by ~0, ~0.
 FLASH_DEVICE_STRUCT = "<H128sHLLLLBxxxLL"
@@ -50,6 +51,7 @@ class EntryPoints:
     Verify: int
     BlankCheck: int
     Crc: int
+    Stream: int
 
     def as_dict(self) -> Dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -77,7 +79,7 @@ class RamLayout:
     stack_top: int         # initial SP
     stack_limit: int       # lowest address the stack may reach
     queue_address: int     # struct f4load_queue (streaming)
-    buffers: Tuple[int, ...]  # page buffers, F4LOAD_BUFFER_SIZE bytes each
+    buffers: Tuple[int, ...]  # page buffers, F4LOAD_BUFFER_SIZE bytes each, one after the other
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,17 @@ import hashlib
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, Tuple
 
 import pytest
 
+from f4load import protocol
 from f4load.registers import (
     FLASH_CR,
     FLASH_CR_LOCK,
+    FLASH_KEYR,
     FLASH_SR,
+    FLASH_SR_BSY,
     FLASH_SR_PGSERR,
     RCC_CSR,
     RCC_CSR_IWDGRSTF,
@@ -27,8 +30,10 @@ from f4load.registers import (
 from f4load.sim.chip import CYCLE_PS, Chip
 from f4load.sim.clock import PS_PER_MS, PS_PER_US
 from f4load.sim.debug import (
+    CFSR_BFARVALID,
     CFSR_IBUSERR,
     CFSR_IMPRECISERR,
+    CFSR_PRECISERR,
     DEMCR_VC_CORERESET,
     DEMCR_VC_HARDERR,
     DFSR_BKPT,
@@ -37,6 +42,7 @@ from f4load.sim.debug import (
 )
 from f4load.sim.faults import Faults
 from f4load.sim.flash import BusFault
+from f4load.stub_image import StubImage
 
 SRAM = 0x2000_0000
 FLASH = 0x0800_0000
@@ -53,6 +59,10 @@ PRELUDE = """
     .equ FLASH_CR,   0x40023C10
     .equ IWDG_KR,    0x40003000
     .equ AIRCR,      0xE000ED0C
+    .equ ACTLR,      0xE000E008
+    .equ CCR,        0xE000ED14
+    .equ DEMCR,      0xE000EDFC
+    .equ DWT_CTRL,   0xE0001000
 """
 
 
@@ -320,6 +330,64 @@ def test_bsy_poll_that_refreshes_the_iwdg_survives_a_long_erase() -> None:
     assert 250 * PS_PER_MS <= took <= 270 * PS_PER_MS
 
 
+BSY_POLL_WITH_CYCCNT_TIMEOUT = """
+        ldr r0, =FLASH_KEYR
+        ldr r1, =0x45670123
+        str r1, [r0]
+        ldr r1, =0xCDEF89AB
+        str r1, [r0]
+        ldr r0, =DEMCR
+        ldr r1, =0x01000000     @ TRCENA
+        str r1, [r0]
+        ldr r2, =DWT_CTRL
+        movs r1, #1             @ CYCCNTENA
+        str r1, [r2]
+        ldr r4, [r2, #4]        @ CYCCNT at the start
+        ldr r5, =16000000       @ timeout: one second of 16 MHz cycles
+        ldr r0, =FLASH_CR
+        ldr r1, =0x1020A        @ STRT, PSIZE x32, SNB 1, SER
+        str r1, [r0]
+        ldr r0, =FLASH_SR
+    wait:
+        ldr r1, [r0]
+        lsrs r1, r1, #17        @ BSY (bit 16) -> carry
+        bcc done
+        ldr r3, [r2, #4]        @ CYCCNT
+        subs r3, r3, r4
+        cmp r3, r5
+        blo wait
+        movs r7, #1             @ timed out
+        bkpt #0
+    done:
+        movs r7, #2             @ BSY cleared
+        bkpt #0
+"""
+
+
+def test_bsy_poll_loop_with_a_cyccnt_timeout_times_out_when_bsy_is_stuck() -> None:
+    # Reading FLASH_SR while BSY=1 does not stall on silicon, so the loop's own timeout must fire.
+    chip = halted_chip_running_ram(BSY_POLL_WITH_CYCCNT_TIMEOUT, Faults(bsy_stuck=True))
+    chip.resume()
+    start = chip.clock.now_ps
+    assert chip.run_until_halted(10 * 1000 * PS_PER_MS)
+    took = chip.clock.now_ps - start
+    assert chip.read_core_register(7) == 1
+    assert chip.bus_read(FLASH_SR, 4) & FLASH_SR_BSY
+    # Polls of a stuck BSY skip at most 1/16 of the time polled so far, so the timeout is seen at most 1/16
+    # late, after a few dozen polls rather than 31,000.
+    assert 1000 * PS_PER_MS <= took <= 1000 * PS_PER_MS * 17 // 16
+    assert chip.poll_skips < 200
+
+
+def test_bsy_poll_loop_with_a_cyccnt_timeout_sees_a_normal_erase_end() -> None:
+    chip = halted_chip_running_ram(BSY_POLL_WITH_CYCCNT_TIMEOUT)
+    chip.resume()
+    start = chip.clock.now_ps
+    assert chip.run_until_halted(10 * 1000 * PS_PER_MS)
+    assert chip.read_core_register(7) == 2
+    assert 250 * PS_PER_MS <= chip.clock.now_ps - start <= 251 * PS_PER_MS  # 16 KB at x32: 250 ms typical
+
+
 # --- IWDG ------------------------------------------------------------------------------------------------
 def test_iwdg_expiry_resets_the_chip_when_the_application_does_not_refresh() -> None:
     chip = new_chip(Faults(iwdg_timeout_ms=2), flash_program=vector_table() + """
@@ -449,6 +517,44 @@ def test_connect_under_reset_keeps_the_application_from_running() -> None:
 
 
 # --- core faults ----------------------------------------------------------------------------------------
+WRONG_KEY_WITH_FAULTMASK = """
+        ldr r0, =ACTLR
+        movs r1, #2             @ DISDEFWBUF: the store's bus fault is precise
+        str r1, [r0]
+        ldr r0, =CCR
+        ldr r1, [r0]
+        orr r1, r1, #{bfhfnmign}
+        str r1, [r0]
+        cpsid f
+        ldr r0, =FLASH_KEYR
+        ldr r1, =0x11111111
+        str r1, [r0]            @ a wrong key: the flash interface answers with a bus error
+        cpsie f
+        movs r7, #0x77
+        bkpt #0
+"""
+
+
+def test_wrong_key_under_faultmask_and_bfhfnmign_is_recorded_and_execution_goes_on() -> None:
+    chip = halted_chip_running_ram(WRONG_KEY_WITH_FAULTMASK.format(bfhfnmign="0x100"))
+    chip.resume()
+    assert chip.run_until_halted(1 * PS_PER_MS)
+    assert chip.read_core_register(7) == 0x77 and chip.active_exception == 0 and chip.dfsr & DFSR_BKPT
+    assert chip.scs.cfsr == CFSR_PRECISERR | CFSR_BFARVALID
+    assert chip.scs.bfar == FLASH_KEYR
+    assert chip.bus_read(FLASH_CR, 4) & FLASH_CR_LOCK
+
+
+def test_wrong_key_under_faultmask_without_bfhfnmign_locks_the_core_up() -> None:
+    # ARMv7-M B1.5.15: a synchronous fault at execution priority -1 cannot be taken.
+    chip = halted_chip_running_ram(WRONG_KEY_WITH_FAULTMASK.format(bfhfnmign="0"))
+    chip.resume()
+    chip.advance(1 * PS_PER_MS)
+    assert chip.lockup and not chip.halted
+    assert chip.read_core_register(7) != 0x77
+    assert chip.scs.cfsr & CFSR_PRECISERR and chip.scs.bfar == FLASH_KEYR
+
+
 def test_executing_ccm_takes_a_hardfault_that_vc_harderr_catches() -> None:
     chip = new_chip(flash_program=vector_table() + """
     reset:
@@ -665,3 +771,65 @@ def test_probe_style_pin_reset_then_nrst_hold_is_one_reset_and_the_application_d
     assert chip.bus_read(FLASH_SR, 4) == 0
     chip.nrst_asserted = False  # no vector catch: the application runs
     assert chip.iwdg.running and chip.bus_read(FLASH_SR, 4) & FLASH_SR_PGSERR
+
+
+# --- the f4load stub on the chip -----------------------------------------------------------------------------
+STUB_LOAD = 0x2000_0004
+STUB_HALT = 0x2001_F000  # LR points here: a BKPT word, as pyocd sets it up
+STUB_STACK = 0x2001_E000
+
+
+def stub_on_chip(faults: Faults) -> Tuple[Chip, Callable[..., int], Callable[[], protocol.ErrorRecord]]:
+    """The shipped stub (f4load_stub.FLM) loaded into a halted, powered chip, and `call(name, *args)` that runs
+    one entry point the way a debugger does (see tests/test_stub_build.py), in a single `run_until_halted`."""
+    image = StubImage.shipped()
+    chip = new_chip(faults)
+    chip.debugen = True
+    chip.halt(DFSR_HALTED)
+    chip.load(STUB_HALT, protocol.const("F4LOAD_HALT_WORD").to_bytes(4, "little"))
+    chip.load(STUB_LOAD, image.image)
+
+    def call(name: str, *args: int) -> int:
+        for regsel, value in enumerate(args):
+            chip.write_core_register(regsel, value)
+        chip.write_core_register(13, STUB_STACK)
+        chip.write_core_register(14, STUB_HALT | 1)
+        chip.write_core_register(16, 1 << 24)
+        chip.write_core_register(15, image.entry_address(STUB_LOAD, name))
+        chip.resume()
+        assert chip.run_until_halted(60 * 1000 * PS_PER_MS), f"{name} did not return"
+        assert chip.pc == STUB_HALT, f"{name} stopped at {chip.pc:#x}"
+        return chip.read_core_register(0)
+
+    def record() -> protocol.ErrorRecord:
+        data = chip.bus_read_block(STUB_LOAD + image.error_offset, protocol.ErrorRecord.SIZE)
+        return protocol.ErrorRecord.from_bytes(data)
+
+    return chip, call, record
+
+
+def test_stub_erase_sector_reports_a_bsy_timeout_when_bsy_is_stuck() -> None:
+    chip, call, record = stub_on_chip(Faults(bsy_stuck=True))
+    assert call("Init", FLASH, 0, 1) == 0
+    start = chip.clock.now_ps
+    result = protocol.ResultCode.decode(call("EraseSector", FLASH))
+    assert (result.kind, result.op, result.sector) == (protocol.const("F4LOAD_KIND_BSY_TIMEOUT"),
+                                                       protocol.const("F4LOAD_OP_ERASE_SECTOR"), 0)
+    error = record()
+    assert error.sr & FLASH_SR_BSY
+    # The stub gives up after twice the DS8626 maximum (500 ms for 16 KB at x32), seen at most 1/16 late.
+    assert 1000 <= error.waited_ms <= 1000 * 17 // 16
+    assert chip.clock.now_ps - start <= 1100 * PS_PER_MS
+
+
+def test_stub_init_reports_cr_locked_by_a_bad_key_with_the_ignored_bus_fault() -> None:
+    # The application wrote a wrong key: every KEYR write is a bus error until reset. The stub writes the keys
+    # with FAULTMASK, CCR.BFHFNMIGN and ACTLR.DISDEFWBUF, so the faults are recorded instead of taken.
+    chip, call, record = stub_on_chip(Faults(cr_locked_by_bad_key=True))
+    result = protocol.ResultCode.decode(call("Init", FLASH, 0, 1))
+    assert (result.kind, result.op) == (protocol.const("F4LOAD_KIND_LOCKED"), protocol.const("F4LOAD_OP_INIT"))
+    error = record()
+    assert error.cfsr & (CFSR_PRECISERR | CFSR_BFARVALID) == CFSR_PRECISERR | CFSR_BFARVALID
+    assert error.address == FLASH_KEYR
+    assert not chip.lockup and chip.active_exception == 0
+    assert chip.scs.bfar == FLASH_KEYR

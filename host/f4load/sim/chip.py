@@ -120,9 +120,11 @@ from f4load.part import (
     Part,
     part_for_flash_kb,
 )
-from f4load.registers import CRC_BASE, FLASH_BASE, FLASH_KEYR, FLASH_SR_BSY, IWDG_BASE, RCC_BASE
-from f4load.sim.clock import VirtualClock
+from f4load.registers import CRC_BASE, FLASH_BASE, FLASH_KEYR, FLASH_SR, FLASH_SR_BSY, IWDG_BASE, RCC_BASE
+from f4load.sim.clock import PS_PER_MS, VirtualClock
 from f4load.sim.debug import (
+    ACTLR_DISDEFWBUF,
+    CCR_BFHFNMIGN,
     CFSR_BFARVALID,
     CFSR_IACCVIOL,
     CFSR_IBUSERR,
@@ -159,6 +161,7 @@ XPSR_STKALIGN = 1 << 9
 EXC_RETURN_THREAD_MSP = 0xFFFF_FFF9
 EXC_RETURN_THREAD_PSP = 0xFFFF_FFFD
 EXC_RETURN_HANDLER = 0xFFFF_FFF1
+NMI = 2
 HARDFAULT = 3
 SVCALL = 11
 # UC_HOOK_INTR numbers (QEMU's EXCP_*).
@@ -184,6 +187,11 @@ OPTION_PAGE_SIZE = 0x400
 SYSTEM_AREA_END = 0x2000_0000  # system memory, OTP, option bytes: stores go to the flash model
 RESET_CAUSES = ("por", "bor", "brownout", "pin", "sysresetreq", "iwdg", "vectreset")
 POWER_RESETS = ("por", "bor", "brownout")
+# Poll skipping with BSY stuck: the first jumps are 1 ms (what one ST-Link command costs, and the stub's
+# timeout resolution), later ones 1/16 of the time polled so far.
+STUCK_POLL_STEP_PS = 1 * PS_PER_MS
+STUCK_POLL_GROWTH = 16
+FLASH_SR_OFFSET = FLASH_SR - FLASH_BASE
 BAD_FLASH_KEY = 0x0BAD_0BAD  # what the "application" of the cr_locked_by_bad_key fault writes to FLASH_KEYR
 
 # DCRSR REGSEL numbering (ARMv7-M C1.6.3).
@@ -271,6 +279,9 @@ class Chip:
         self._core_ps = 0  # when the core's next instruction executes (may run ahead of the clock)
         self._idle_until: Optional[int] = None  # poll skipping: the core waits until then
         self._wait_flash = False  # stalled on a flash access while BSY=1
+        self._stuck_since: Optional[int] = None  # when the core started polling a stuck BSY
+        self._block_address = -1  # the translated block the core is executing
+        self._bsy_read_block: Optional[int] = None  # the block whose SR read last saw BSY=1
         self._in_run = False
         self._stepping = False
         self._deadline = 0
@@ -463,7 +474,7 @@ class Chip:
         try:
             return self._io_read(address, size, core=True)
         except BusFault:
-            self._core_fault(CFSR_PRECISERR | CFSR_BFARVALID, bfar=address)
+            self._core_bus_fault(address, precise=True)
             return 0
 
     def _mmio_write(self, uc: Uc, offset: int, size: int, value: int, base: int) -> None:
@@ -472,7 +483,26 @@ class Chip:
         try:
             self._io_write(address, size, value, core=True)
         except BusFault:
+            self._core_bus_fault(address, precise=bool(self.scs.actlr & ACTLR_DISDEFWBUF))
+
+    def _core_bus_fault(self, address: int, precise: bool) -> None:
+        """A bus error on a core load or store to a peripheral (a wrong flash key, an unmodelled PPB
+        register). A load's fault is precise; a store's only when ACTLR.DISDEFWBUF turns the write buffer off
+        (Cortex-M4 TRM 4.3.2), else it is imprecise. A precise fault while the execution priority is below 0
+        (FAULTMASK set, or in HardFault/NMI) with CCR.BFHFNMIGN set is ignored (ARMv7-M B3.2.8): CFSR and BFAR
+        record it and the instruction completes (the store does nothing, a load reads 0)."""
+        if not precise:
             self._core_fault(CFSR_IMPRECISERR)
+            return
+        if self.scs.ccr & CCR_BFHFNMIGN and self._priority_below_zero():
+            self.scs.cfsr |= CFSR_PRECISERR | CFSR_BFARVALID
+            self.scs.bfar = address
+            return
+        self._core_fault(CFSR_PRECISERR | CFSR_BFARVALID, bfar=address)
+
+    def _priority_below_zero(self) -> bool:
+        """Execution priority -1 or -2: FAULTMASK set, or the HardFault or NMI handler active (B1.5.4)."""
+        return bool(self.uc.reg_read(arm.UC_ARM_REG_FAULTMASK) & 1) or self.active_exception in (NMI, HARDFAULT)
 
     def _io_read(self, address: int, size: int, core: bool) -> int:
         if PPB_START <= address < PPB_END:
@@ -537,20 +567,28 @@ class Chip:
     def _flash_register_read(self, offset: int, size: int, core: bool = False) -> int:
         self._apply_flash_fixups()
         value = self.flash.read_register(offset, size)
-        if core and self._in_run and not self._stepping and (offset & ~3) == 0x0C and self.flash.busy:
-            if self._skip_poll():
+        if core and (offset & ~3) == FLASH_SR_OFFSET:
+            # A poll is the same code reading SR with BSY set again; a one-off read (say, to record SR in an
+            # error report) is not skipped.
+            polled_before = self._bsy_read_block == self._block_address
+            self._bsy_read_block = self._block_address if self.flash.busy else None
+            if polled_before and self.flash.busy and self._in_run and not self._stepping and self._skip_poll():
                 value = self.flash.read_register(offset, size)
         return value
 
     def _skip_poll(self) -> bool:
         """The core polls BSY: nothing it does changes BSY, so its time jumps to the end of the operation or
         of the budget, and at most a quarter of the IWDG timeout while the IWDG counts (module docstring).
-        The load then completes with the status at that time. True if time moved."""
+        With BSY stuck (`bsy_stuck`: no end) the jump is one stuck-poll step (`_stuck_poll_step`). The load
+        then completes with the status at that time, so the loop's next instructions (its timeout check, an
+        IWDG refresh) run. True if time moved."""
         now = self.clock.now_ps
         target = self._deadline
         until = self.flash.busy_until_ps()
         if until is not None:
             target = min(target, until)
+        else:
+            target = min(target, now + self._stuck_poll_step(now))
         if self.iwdg.running and self._iwdg_counting:
             target = min(target, now + max(self.iwdg.timeout_ps // 4, CYCLE_PS))
         if target <= now:
@@ -558,6 +596,14 @@ class Chip:
         self.poll_skips += 1
         self._jump_core_to(target)
         return True
+
+    def _stuck_poll_step(self, now: int) -> int:
+        """How far one poll of a BSY that will never clear may jump: STUCK_POLL_STEP_PS at first, then 1/16 of
+        the time the core has been polling it (since it last resumed), so the loop's own timeout ends the
+        wait at most 1/16 late after O(log) iterations instead of thousands."""
+        if self._stuck_since is None:
+            self._stuck_since = now
+        return max(STUCK_POLL_STEP_PS, (now - self._stuck_since) // STUCK_POLL_GROWTH)
 
     def _jump_core_to(self, when: int) -> None:
         """Inside a run: the core's time moves to `when` (<= the run's deadline) as if it had waited."""
@@ -682,6 +728,7 @@ class Chip:
             self.flash.on_time()  # an operation that ended during the previous block
             if address < CCM_START and self.flash.busy and not self._wait_for_flash_in_run():
                 return  # code fetches from flash stall while it erases or programs (single bank, RM0090 3.5)
+        self._block_address = address
         if address < CCM_START:
             self._flash_code_cached = True
         scanned = self._block_sizes.get((address, size))
@@ -978,6 +1025,7 @@ class Chip:
         self.sleeping = False
         self._idle_until = None
         self._wait_flash = False
+        self._stuck_since = None
         self._run_state_changed()
 
     def resume(self) -> None:
@@ -986,6 +1034,7 @@ class Chip:
         self.halted = False
         self._resume_pc = self.uc.reg_read(arm.UC_ARM_REG_PC)
         self._core_ps = self.clock.now_ps
+        self._stuck_since = None
         self._run_state_changed()
 
     def step(self) -> None:
@@ -1065,8 +1114,11 @@ class Chip:
         scs.hfsr |= hfsr
         if bfar is not None:
             scs.bfar = bfar & 0xFFFF_FFFF
-        if self.active_exception == HARDFAULT:
-            self._enter_lockup()  # a fault while in the HardFault handler
+        if self.active_exception == HARDFAULT or (self._priority_below_zero() and cfsr != CFSR_IMPRECISERR):
+            # A fault in the HardFault handler, or a synchronous one with FAULTMASK set, cannot be taken: lockup
+            # (B1.5.15). (An imprecise one under FAULTMASK would wait until the priority drops; the model takes
+            # it at once.)
+            self._enter_lockup()
             return
         self._enter_exception(HARDFAULT, self.uc.reg_read(arm.UC_ARM_REG_PC))
         if not self.lockup and self.debugen and self.demcr & DEMCR_VC_HARDERR:
@@ -1274,6 +1326,7 @@ class Chip:
         self.sleeping = False
         self._idle_until = None
         self._wait_flash = False
+        self._stuck_since = None
         self._resume_pc = None
         self._core_ps = self.clock.now_ps
 

@@ -83,6 +83,10 @@ CPUID_VALUE = 0x410F_C241  # ARM, r0p1, Cortex-M4 (part 0xC24)
 ICTR_VALUE = 0x2  # INTLINESNUM: up to 96 interrupts (the F407 has 82)
 MPU_TYPE_VALUE = 0x0000_0800  # 8 regions
 CCR_RESET = 0x0000_0200  # STKALIGN
+CCR_BFHFNMIGN = 1 << 8  # handlers at priority -1/-2 (and FAULTMASK) ignore precise data bus faults (B3.2.8)
+# ACTLR (Cortex-M4 TRM 4.3.2): DISMCYCINT, DISDEFWBUF, DISFOLD, DISFPCA, DISOOFP.
+ACTLR_DISDEFWBUF = 1 << 1  # no write buffer: a store's bus fault is precise
+ACTLR_WRITABLE = 0x0000_0307
 FPCCR_RESET = 0xC000_0000  # ASPEN, LSPEN
 MVFR0_VALUE = 0x1011_0021  # single-precision FPU of the Cortex-M4F
 MVFR1_VALUE = 0x1100_0011
@@ -259,6 +263,7 @@ class SystemControlSpace:
         self.mmfar = 0
         self.bfar = 0
         self.ccr = CCR_RESET
+        self.actlr = 0
         self.cpacr = 0
         self.fpccr = FPCCR_RESET
         self.nvic_enabled = [0] * 8
@@ -413,6 +418,7 @@ class SystemControlSpace:
             ICSR: chip.active_exception & 0x1FF,
             VTOR: self.vtor,
             AIRCR: (AIRCR_VECTKEYSTAT << 16) | (self.prigroup << AIRCR_PRIGROUP_SHIFT),
+            ACTLR: self.actlr,
             CCR: self.ccr,
             CFSR: self.cfsr,
             HFSR: self.hfsr,
@@ -475,6 +481,8 @@ class SystemControlSpace:
             self.vtor = value & VTOR_MASK
         elif offset == AIRCR:
             self._write_aircr(value)
+        elif offset == ACTLR:
+            self.actlr = value & ACTLR_WRITABLE
         elif offset == CCR:
             self.ccr = (value & 0x0000_031B) | CCR_RESET
         elif offset == CFSR:

@@ -41,7 +41,7 @@ from pyocd.core.options import OptionInfo
 from pyocd.core.plugin import Plugin
 from pyocd.probe.debug_probe import DebugProbe
 
-from f4load.sim.clock import DEFAULT_LINK_MODEL, LINK_MODELS, PS_PER_MS, PS_PER_S, PS_PER_US, LinkModel
+from f4load.sim.clock import DEFAULT_LINK_MODEL, LINK_MODELS, PS_PER_MS, PS_PER_S, LinkModel
 
 if TYPE_CHECKING:
     from f4load.sim.chip import Chip
@@ -65,9 +65,8 @@ AHB_AP = 0  # the only MEM-AP of the STM32F4 (RM0090 38.4); AP1-3 read IDR 0
 # max_packet_size, 64 bytes on a full-speed V2).
 BYTE_TRANSFER_MAX = 64
 
-# On the ideal link, how long a DHCSR poll may wait for the core to halt, and the step of that wait.
+# On the ideal link, how long a DHCSR poll may wait for the core to halt (the clock stops at the halt).
 IDEAL_WAIT_LIMIT_PS = 1 * PS_PER_MS
-IDEAL_WAIT_STEP_PS = 50 * PS_PER_US
 
 
 def link_model_named(name: str) -> LinkModel:
@@ -223,10 +222,7 @@ class SimProbe(DebugProbe):
         chip = self.chip
         if self.link.command_overhead_ps or chip.halted:
             return
-        waited = 0
-        while not chip.halted and waited < IDEAL_WAIT_LIMIT_PS:
-            chip.advance(IDEAL_WAIT_STEP_PS)
-            waited += IDEAL_WAIT_STEP_PS
+        chip.run_until_halted(IDEAL_WAIT_LIMIT_PS)
 
     # --- target control -------------------------------------------------------------------------------
     def connect(self, protocol: Optional[DebugProbe.Protocol] = None) -> None:

@@ -1,0 +1,554 @@
+"""Stream erase/program/CRC commands to the RAM stub while its core keeps running.
+
+pyocd drives a flash algorithm one page at a time: halt, load registers, resume, poll, read r0 - a dozen probe
+round trips per page, about 1 ms each on an ST-Link. Here the stub's `Stream()` entry point stays running and
+serves a ring of commands in RAM (protocol: stub/f4load_protocol.h, "Streaming"; docs/stub.md), and the host
+only writes memory and polls one pair of words:
+
+    host                                          stub (Stream, running)
+    data -> buffer b, slot n, host_seq = n  --->  sees host_seq > stub_seq, runs slot n (erase/program/CRC)
+    ... fills the next buffers meanwhile ...      writes slot.result/value, then stub_seq = n (slot and buffer
+    polls (stub_seq, status)                <---  are the host's again), then looks at n + 1
+
+The host never halts the core between buffers. With the 15 x 8 KB buffers of the RAM layout it fills about
+120 KB while the first sectors erase, and keeps ahead of the programming after that.
+
+`run_stream(target, image, operations)` is the whole session: load the stub, write the config word, Init,
+start Stream, pipeline the operations, STOP, wait for the halt, UnInit (FLASH_CR locked again). `target` is
+anything with pyocd's Target methods used here (`halt`, `resume`, `is_halted`, `read32`, `write32`,
+`read_memory_block32`, `write_memory_block32`, `read_core_register`, `write_core_registers_raw`).
+
+Truthfulness: a stream counts as done only when the stub said STOPPED for the STOP command, the core halted at
+the halt word with r0 = 0, no reset flag appeared in RCC_CSR (cleared at the start), and UnInit locked CR.
+A reset of the target (DHCSR.S_RESET_ST, a new RCC_CSR flag, a lockup, the core halted outside the stub) is
+raised as `TargetResetError`; a lost probe as `LinkLostError`; a failure the stub reports as
+`StreamCommandError` (an `f4load.errors.StubError` that also names the host's operation).
+"""
+from __future__ import annotations
+
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+from pyocd.core import exceptions as pyocd_errors
+
+from f4load import part, protocol
+from f4load.errors import StubError
+from f4load.protocol import ErrorRecord, const, ffi
+from f4load.registers import (
+    DBGMCU_APB1_FZ,
+    DBGMCU_APB1_FZ_DBG_IWDG_STOP,
+    DHCSR,
+    FLASH_CR,
+    FLASH_CR_LOCK,
+    RCC_CSR,
+    RCC_CSR_RMVF,
+    RESET_FLAG_NAMES,
+)
+from f4load.stub_image import StubImage
+
+# DHCSR status bits (ARMv7-M C1.6.2); not in f4load.registers yet.
+DHCSR_C_DEBUGEN = 1 << 0
+DHCSR_S_HALT = 1 << 17
+DHCSR_S_LOCKUP = 1 << 19
+DHCSR_S_RESET_ST = 1 << 25  # sticky: a reset happened since DHCSR was last read
+# xPSR.T: the Thumb state bit every entry-point call must set (ARMv7-M B1.4.2).
+XPSR_THUMB = 1 << 24
+RESET_FLAGS = sum(RESET_FLAG_NAMES)
+
+# Protocol constants (stub/f4load_protocol.h).
+SLOTS = const("F4LOAD_QUEUE_SLOTS")
+BUFFER_SIZE = const("F4LOAD_BUFFER_SIZE")
+CMD_ERASE_SECTOR = const("F4LOAD_CMD_ERASE_SECTOR")
+CMD_PROGRAM = const("F4LOAD_CMD_PROGRAM")
+CMD_CRC = const("F4LOAD_CMD_CRC")
+CMD_STOP = const("F4LOAD_CMD_STOP")
+STATUS_IDLE = const("F4LOAD_STATUS_IDLE")
+STATUS_STOPPED = const("F4LOAD_STATUS_STOPPED")
+STATUS_FAILED = const("F4LOAD_STATUS_FAILED")
+STATUS_NAMES = {const(f"F4LOAD_STATUS_{n}"): n for n in ("IDLE", "WAITING", "WORKING", "STOPPED", "FAILED")}
+
+# Byte offsets inside struct f4load_queue / struct f4load_command, from the header through cffi.
+QUEUE_SIZE = ffi.sizeof("struct f4load_queue")
+OFFSET_HOST_SEQ = ffi.offsetof("struct f4load_queue", "host_seq")
+OFFSET_STUB_SEQ = ffi.offsetof("struct f4load_queue", "stub_seq")
+OFFSET_STATUS = ffi.offsetof("struct f4load_queue", "status")
+OFFSET_SLOTS = ffi.offsetof("struct f4load_queue", "slots")
+OFFSET_ERROR = ffi.offsetof("struct f4load_queue", "error")
+COMMAND_SIZE = ffi.sizeof("struct f4load_command")
+OFFSET_RESULT = ffi.offsetof("struct f4load_command", "result")
+# The host writes a slot's first five words (op, address, size, buffer, seq) and leaves result/value.
+assert ffi.offsetof("struct f4load_command", "seq") == 16 and OFFSET_RESULT == 20
+assert OFFSET_STATUS == OFFSET_STUB_SEQ + 4  # one two-word read polls both
+
+# How long Init/UnInit may take (they wait for BSY at most a 128 KB x8 erase timeout, 8 s) and how long the
+# stream may make no progress (the longest stub timeout, 8 s, plus margin). On the virtual chip this is
+# virtual time.
+CALL_TIMEOUT_S = 10.0
+STALL_TIMEOUT_S = 20.0
+# Every this many polls without progress, RCC_CSR is read too (DHCSR is read on every one).
+RCC_CHECK_EVERY = 8
+
+
+# --- what the caller asks for ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EraseSector:
+    """Erase sector `sector` (RM0090 Table 5 numbering: 0-3 16 KB, 4 64 KB, 5-11 128 KB)."""
+    sector: int
+
+    def __str__(self) -> str:
+        return f"erase sector {self.sector}"
+
+
+@dataclass(frozen=True)
+class Program:
+    """Program `data` at `address` (any alignment; the range must be erased)."""
+    address: int
+    data: bytes = field(repr=False)
+
+    def __str__(self) -> str:
+        return f"program {len(self.data)} bytes at {self.address:#010x}"
+
+    def __repr__(self) -> str:
+        return f"Program(address={self.address:#010x}, data=<{len(self.data)} bytes>)"
+
+
+@dataclass(frozen=True)
+class Crc:
+    """CRC (f4load.crc.stm32_crc32) of [address, address + size) by the chip's CRC unit; word-aligned."""
+    address: int
+    size: int
+
+    def __str__(self) -> str:
+        return f"CRC of {self.size} bytes at {self.address:#010x}"
+
+
+Operation = Union[EraseSector, Program, Crc]
+
+
+@dataclass(frozen=True)
+class CrcResult:
+    address: int
+    size: int
+    value: int
+
+
+@dataclass
+class StreamReport:
+    """What a finished stream did."""
+    commands: int = 0                 # stub commands run, STOP included
+    sectors_erased: int = 0
+    bytes_programmed: int = 0
+    crcs: List[CrcResult] = field(default_factory=list)
+    polls: int = 0                    # (stub_seq, status) reads
+    idle_polls: int = 0               # of those, polls that found no progress
+    virtual_seconds: Optional[float] = None  # on the virtual chip: virtual time from load to UnInit
+    reset_flags_before: int = 0       # RCC_CSR reset flags found (and cleared) at the start
+
+    def __str__(self) -> str:
+        text = (f"{self.commands} commands: {self.sectors_erased} sectors erased, {self.bytes_programmed} bytes "
+                f"programmed, {len(self.crcs)} CRCs; {self.polls} polls ({self.idle_polls} idle)")
+        if self.virtual_seconds is not None:
+            text += f"; {self.virtual_seconds:.3f} s virtual"
+        return text
+
+
+# --- errors ---------------------------------------------------------------------------------------------
+
+class StreamError(Exception):
+    """The stream did not complete. Subclasses say why; `request` is the host's operation in progress (None
+    before the first or after the last)."""
+
+    def __init__(self, message: str, request: Optional[Operation] = None) -> None:
+        self.request = request
+        super().__init__(message + (f" (during: {request})" if request is not None else ""))
+
+
+class StreamCommandError(StubError, StreamError):
+    """The stub reported a failure for one command: a StubError (result code, error record, `operation` =
+    the stub's name for what failed, `sector`, `sr_names`, `address`) that also carries `request`, the
+    host's operation (e.g. EraseSector(5)), and `seq`, the command's sequence number (0: an entry-point
+    call outside the stream, Init or UnInit)."""
+
+    def __init__(self, code: int, record: Optional[ErrorRecord], request: Optional[Operation], seq: int) -> None:
+        super().__init__(code, record)
+        self.request = request
+        self.seq = seq
+        if seq:
+            self.args = (f"{self.args[0]}\n  stream command {seq}: {request}",)
+
+
+class TargetResetError(StreamError):
+    """The target reset (or stopped running the stub) during the stream: nothing after the last completed
+    command can be trusted. `reset_flags` are the RCC_CSR flags seen (0 if the reset was seen another way)."""
+
+    def __init__(self, message: str, request: Optional[Operation], reset_flags: int = 0,
+                 dhcsr: Optional[int] = None) -> None:
+        self.reset_flags = reset_flags
+        self.dhcsr = dhcsr
+        names = [name for bit, name in sorted(RESET_FLAG_NAMES.items(), reverse=True) if reset_flags & bit]
+        if names:
+            message += f"; RCC_CSR reset flags: {', '.join(names)}"
+        super().__init__(message, request)
+
+
+class LinkLostError(StreamError):
+    """The probe lost the target (disconnect, or a transfer the probe could not complete)."""
+
+
+# --- the session ----------------------------------------------------------------------------------------
+
+@dataclass
+class _Command:
+    op: int
+    address: int
+    size: int
+    operation: Optional[Operation]
+    data: Optional[bytes] = None  # PROGRAM: the bytes for the buffer
+
+
+def expand(operations: Sequence[Operation], flash_size: int = 1024 * part.KB) -> List[_Command]:
+    """The stub commands for `operations`: one per erase and CRC, one per buffer of program data. Program
+    chunks end at F4LOAD_BUFFER_SIZE-aligned addresses, so none crosses a sector boundary."""
+    sectors = part.sectors_for(flash_size)
+    out: List[_Command] = []
+    for operation in operations:
+        if isinstance(operation, EraseSector):
+            if not 0 <= operation.sector < len(sectors):
+                raise ValueError(f"{operation}: no such sector (0-{len(sectors) - 1})")
+            out.append(_Command(CMD_ERASE_SECTOR, sectors[operation.sector].start, 0, operation))
+        elif isinstance(operation, Program):
+            data = bytes(operation.data)
+            address, offset = operation.address, 0
+            while offset < len(data):
+                room = BUFFER_SIZE - (address + offset) % BUFFER_SIZE
+                chunk = data[offset:offset + room]
+                out.append(_Command(CMD_PROGRAM, address + offset, len(chunk), operation, chunk))
+                offset += len(chunk)
+        elif isinstance(operation, Crc):
+            out.append(_Command(CMD_CRC, operation.address, operation.size, operation))
+        else:
+            raise TypeError(f"not a stream operation: {operation!r}")
+    out.append(_Command(CMD_STOP, 0, 0, None))
+    return out
+
+
+def _words(data: bytes) -> List[int]:
+    """Little-endian 32-bit words of `data`, padded with 0xFF to a whole word."""
+    data = bytes(data) + b"\xff" * (-len(data) % 4)
+    return list(struct.unpack(f"<{len(data) // 4}I", data))
+
+
+def _virtual_clock(target: Any) -> Optional[Callable[[], float]]:
+    """Seconds of virtual time when `target` is the virtual chip (session.probe.clock), else None."""
+    probe = getattr(getattr(target, "session", None), "probe", None)
+    clock = getattr(probe, "clock", None) if probe is not None else None
+    if clock is None or not hasattr(clock, "seconds"):
+        return None
+    return lambda: float(clock.seconds)
+
+
+class _Stream:
+    """One stream session on one target (see the module docstring for the order of things)."""
+
+    def __init__(self, target: Any, image: StubImage, config: int, ram_base: int,
+                 stall_timeout_s: float) -> None:
+        self.target = target
+        self.image = image
+        self.config = config
+        self.layout = image.layout(ram_base)
+        self.queue = self.layout.queue_address
+        self.buffers = self.layout.buffers
+        self.stall_timeout_s = stall_timeout_s
+        virtual = _virtual_clock(target)
+        self.now: Callable[[], float] = virtual if virtual is not None else time.monotonic
+        self.virtual = virtual
+        self.report = StreamReport()
+        self.current: Optional[Operation] = None  # the oldest operation not yet completed by the stub
+        # pipeline state
+        self.commands: List[_Command] = []
+        self.published = 0   # host_seq
+        self.done = 0        # stub_seq as last read
+        self.buffer_free_after = [0] * len(self.buffers)  # buffer b is free once stub_seq >= this
+        self.next_buffer = 0
+
+    # --- probe access with the link's failures made explicit -------------------------------------------
+    def _link(self, action: Callable[[], Any]) -> Any:
+        try:
+            return action()
+        except pyocd_errors.ProbeDisconnected as error:
+            raise LinkLostError(f"the probe disconnected: {error}", self.current) from error
+        except pyocd_errors.TransferError as error:
+            raise LinkLostError(f"a probe transfer failed: {error}", self.current) from error
+        except pyocd_errors.ProbeError as error:
+            raise LinkLostError(f"the probe failed: {error}", self.current) from error
+
+    def read32(self, address: int) -> int:
+        return int(self._link(lambda: self.target.read32(address)))
+
+    def write32(self, address: int, value: int) -> None:
+        self._link(lambda: self.target.write32(address, value))
+
+    def read_words(self, address: int, count: int) -> List[int]:
+        return [int(w) for w in self._link(lambda: self.target.read_memory_block32(address, count))]
+
+    def write_words(self, address: int, words: Sequence[int]) -> None:
+        self._link(lambda: self.target.write_memory_block32(address, list(words)))
+
+    # --- calling an entry point (halted core) ------------------------------------------------------------
+    def _set_registers(self, name: str, args: Sequence[int]) -> None:
+        regs = [(f"r{i}", value) for i, value in enumerate(args)]
+        regs += [("sp", self.layout.stack_top), ("lr", self.layout.halt_address | 1),
+                 ("xpsr", XPSR_THUMB), ("pc", self.image.entry_address(self.layout.load_address, name))]
+        names, values = [r for r, _ in regs], [v for _, v in regs]
+        self._link(lambda: self.target.write_core_registers_raw(names, values))
+
+    def _wait_halted(self, what: str, timeout_s: float) -> None:
+        deadline = self.now() + timeout_s
+        while not self._link(self.target.is_halted):
+            if self.now() > deadline:
+                raise StreamError(f"{what} did not return within {timeout_s:g} s", self.current)
+        pc = int(self._link(lambda: self.target.read_core_register("pc")))
+        if pc != self.layout.halt_address:
+            self._check_reset(f"{what} stopped at {pc:#010x}, not at the halt word")
+            raise StreamError(f"{what} stopped at {pc:#010x} instead of returning to the halt word "
+                              f"{self.layout.halt_address:#010x}", self.current)
+
+    def call(self, name: str, *args: int) -> int:
+        """Run an entry point to completion on the halted core; r0."""
+        self._set_registers(name, args)
+        self._link(self.target.resume)
+        self._wait_halted(name, CALL_TIMEOUT_S)
+        return int(self._link(lambda: self.target.read_core_register("r0"))) & 0xFFFF_FFFF
+
+    def error_record(self, address: int) -> ErrorRecord:
+        words = self.read_words(address, ErrorRecord.SIZE // 4)
+        return ErrorRecord.from_bytes(struct.pack(f"<{len(words)}I", *words))
+
+    def _call_checked(self, name: str, *args: int) -> None:
+        code = self.call(name, *args)
+        if code:
+            record = self.error_record(self.layout.load_address + self.image.error_offset)
+            raise StreamCommandError(code, record, self.current, 0)
+
+    # --- reset detection ---------------------------------------------------------------------------------
+    def _reset_flags(self) -> int:
+        return self.read32(RCC_CSR) & RESET_FLAGS
+
+    def _check_reset(self, context: str) -> None:
+        flags = self._reset_flags()
+        if flags:
+            raise TargetResetError(f"the target reset during the stream ({context})", self.current, flags)
+
+    def _check_alive(self, idle_polls: int) -> None:
+        """No progress: is the core still running the stub? DHCSR on every call, RCC_CSR now and then.
+
+        On the virtual chip's ideal link a DHCSR read is also what lets time pass while the core runs."""
+        dhcsr = self.read32(DHCSR)
+        if dhcsr & DHCSR_S_RESET_ST or not dhcsr & DHCSR_C_DEBUGEN:
+            raise TargetResetError("the target reset during the stream (DHCSR.S_RESET_ST)", self.current,
+                                   self._reset_flags(), dhcsr)
+        if dhcsr & DHCSR_S_LOCKUP:
+            self._check_reset("core locked up")
+            raise TargetResetError("the core locked up: it is no longer running the stub", self.current, 0, dhcsr)
+        if dhcsr & DHCSR_S_HALT:
+            _seq, status = self.read_words(self.queue + OFFSET_STUB_SEQ, 2)
+            if status not in (STATUS_STOPPED, STATUS_FAILED):
+                pc = int(self._link(lambda: self.target.read_core_register("pc")))
+                self._check_reset(f"core halted at {pc:#010x}")
+                raise TargetResetError(f"the core halted at {pc:#010x} while the stub said "
+                                       f"{STATUS_NAMES.get(status, status)}: it is no longer running the stub",
+                                       self.current, 0, dhcsr)
+        if idle_polls % RCC_CHECK_EVERY == 0:
+            self._check_reset("RCC_CSR")
+
+    # --- the pipeline ------------------------------------------------------------------------------------
+    def _slot_address(self, seq: int) -> int:
+        return self.queue + OFFSET_SLOTS + (seq % SLOTS) * COMMAND_SIZE
+
+    @staticmethod
+    def _slot_words(command: _Command, seq: int, buffer: int) -> List[int]:
+        return [command.op, command.address, command.size, buffer, seq]
+
+    def _can_publish(self, command: _Command, seq: int) -> bool:
+        if seq - self.done > SLOTS:  # the slot still holds command seq - SLOTS, not yet done
+            return False
+        if command.op == CMD_PROGRAM:
+            return self.buffer_free_after[self.next_buffer] <= self.done
+        return True
+
+    def _publish_next(self) -> bool:
+        """Publish the commands that can go now. Non-data commands are published together (one slot write
+        each, one host_seq write); a program command is published alone right after its data, so the stub
+        can start it while the next buffer is filled. False if nothing could be published."""
+        seq = self.published + 1
+        if seq > len(self.commands):
+            return False
+        command = self.commands[seq - 1]
+        if not self._can_publish(command, seq):
+            return False
+        if command.op == CMD_PROGRAM:
+            assert command.data is not None
+            buffer = self.next_buffer
+            self.write_words(self.buffers[buffer], _words(command.data))
+            self.write_words(self._slot_address(seq), self._slot_words(command, seq, buffer))
+            self.buffer_free_after[buffer] = seq
+            self.next_buffer = (buffer + 1) % len(self.buffers)
+        else:
+            while True:
+                self.write_words(self._slot_address(seq), self._slot_words(command, seq, 0))
+                if seq == len(self.commands):
+                    break
+                following = self.commands[seq]
+                if following.op == CMD_PROGRAM or not self._can_publish(following, seq + 1):
+                    break
+                seq, command = seq + 1, following
+        self.write32(self.queue + OFFSET_HOST_SEQ, seq)
+        self.published = seq
+        return True
+
+    def _initial_queue(self) -> List[int]:
+        """The queue as written before Stream starts: magic, the leading non-data commands (the erases),
+        host_seq covering them. The stub starts erasing the moment it runs."""
+        words = [0] * (QUEUE_SIZE // 4)
+        words[0] = const("F4LOAD_QUEUE_MAGIC")
+        seq = 0
+        while seq < min(len(self.commands), SLOTS - 1) and self.commands[seq].op != CMD_PROGRAM:
+            command = self.commands[seq]
+            seq += 1
+            at = (OFFSET_SLOTS + (seq % SLOTS) * COMMAND_SIZE) // 4
+            words[at:at + 5] = self._slot_words(command, seq, 0)
+        words[OFFSET_HOST_SEQ // 4] = seq
+        words[OFFSET_STATUS // 4] = STATUS_IDLE
+        self.published = seq
+        return words
+
+    def _on_progress(self, stub_seq: int) -> None:
+        """Commands (done, stub_seq] completed: count them, read CRC values before their slots are reused."""
+        for seq in range(self.done + 1, stub_seq + 1):
+            command = self.commands[seq - 1]
+            self.report.commands += 1
+            if command.op == CMD_ERASE_SECTOR:
+                self.report.sectors_erased += 1
+            elif command.op == CMD_PROGRAM:
+                self.report.bytes_programmed += command.size
+            elif command.op == CMD_CRC:
+                _result, value = self.read_words(self._slot_address(seq) + OFFSET_RESULT, 2)
+                self.report.crcs.append(CrcResult(command.address, command.size, value))
+        self.done = stub_seq
+        following = self.commands[stub_seq] if stub_seq < len(self.commands) else None
+        self.current = following.operation if following is not None else None
+
+    def _fail(self) -> None:
+        """status FAILED: command stub_seq + 1 failed; the record is in the queue."""
+        seq = self.done + 1
+        command = self.commands[seq - 1] if seq <= len(self.commands) else None
+        code = self.read_words(self._slot_address(seq) + OFFSET_RESULT, 1)[0]
+        record = self.error_record(self.queue + OFFSET_ERROR)
+        if not code:
+            code = record.result
+        raise StreamCommandError(code, record, command.operation if command is not None else None, seq)
+
+    def _pump(self) -> None:
+        """Keep the ring full and follow the stub until it has run STOP."""
+        last_progress = self.now()
+        idle = 0
+        while True:
+            while self._publish_next():
+                pass
+            stub_seq, status = self.read_words(self.queue + OFFSET_STUB_SEQ, 2)
+            self.report.polls += 1
+            if status == STATUS_FAILED:
+                if stub_seq > self.done:
+                    self._on_progress(stub_seq)
+                self._fail()
+            if stub_seq > self.done:
+                if stub_seq > self.published:
+                    raise StreamError(f"the stub says it finished command {stub_seq}, but only "
+                                      f"{self.published} were published", self.current)
+                self._on_progress(stub_seq)
+                last_progress, idle = self.now(), 0
+                if status == STATUS_STOPPED:
+                    if stub_seq != len(self.commands):
+                        raise StreamError(f"the stub stopped after command {stub_seq}, not at STOP", self.current)
+                    return
+                continue
+            idle += 1
+            self.report.idle_polls += 1
+            self._check_alive(idle)
+            if self.now() - last_progress > self.stall_timeout_s:
+                raise StreamError(f"no progress for {self.stall_timeout_s:g} s (stub status "
+                                  f"{STATUS_NAMES.get(status, status)}, command {stub_seq + 1})", self.current)
+
+    def _lock_after_failure(self) -> None:
+        """The stub reported a failure and returned: lock FLASH_CR again (UnInit) before reporting it. Best
+        effort: the failure being reported matters more than a second problem found on the way."""
+        try:
+            self._wait_halted("Stream", CALL_TIMEOUT_S)
+            self.call("UnInit", 2)
+        except StreamError:
+            pass
+
+    # --- the whole session -------------------------------------------------------------------------------
+    def run(self, operations: Sequence[Operation]) -> StreamReport:
+        start = self.now()
+        target = self.target
+        if not self._link(target.is_halted):
+            self._link(target.halt)
+        # A running IWDG must not count while the core is halted between calls (RM0090 38.16.4); the stub
+        # refreshes it while it runs.
+        self.write32(DBGMCU_APB1_FZ, self.read32(DBGMCU_APB1_FZ) | DBGMCU_APB1_FZ_DBG_IWDG_STOP)
+        # Clear the reset flags: any flag seen later is a reset during this stream.
+        csr = self.read32(RCC_CSR)
+        self.report.reset_flags_before = csr & RESET_FLAGS
+        self.write32(RCC_CSR, csr | RCC_CSR_RMVF)
+
+        image = self.image.image + b"\x00" * (-len(self.image.image) % 4)
+        self.write_words(self.layout.halt_address, [const("F4LOAD_HALT_WORD")])
+        self.write_words(self.layout.load_address, _words(image))
+        self.write32(self.layout.load_address + self.image.config_offset, self.config)
+        self._call_checked("Init", part.FLASH_START, 0, 2)
+        flash_size = self.error_record(self.layout.load_address + self.image.error_offset).flash_size
+
+        self.commands = expand(operations, flash_size or 1024 * part.KB)
+        self.current = self.commands[0].operation
+        self.write_words(self.queue, self._initial_queue())
+        self._set_registers("Stream", (self.queue, self.buffers[0], len(self.buffers)))
+        self._link(target.resume)
+        try:
+            self._pump()
+            self._wait_halted("Stream", CALL_TIMEOUT_S)
+            code = int(self._link(lambda: target.read_core_register("r0"))) & 0xFFFF_FFFF
+            if code:
+                self._fail()
+        except StreamCommandError:
+            self._lock_after_failure()
+            raise
+        self._check_reset("after STOP")
+        self.current = None
+        self._call_checked("UnInit", 2)
+        if not self.read32(FLASH_CR) & FLASH_CR_LOCK:
+            raise StreamError("FLASH_CR is still unlocked after UnInit")
+        if self.virtual is not None:
+            self.report.virtual_seconds = self.virtual() - start
+        return self.report
+
+
+def run_stream(target: Any, image: StubImage, operations: Sequence[Operation], *,
+               psize: int = protocol.PSIZE_X32, clock_mhz: int = 0, iwdg: bool = True,
+               ram_base: int = const("F4LOAD_RAM_BASE"), stall_timeout_s: float = STALL_TIMEOUT_S) -> StreamReport:
+    """Load the stub into RAM at `ram_base` and run `operations` through its streaming entry point.
+
+    `psize`: FLASH_CR.PSIZE for the supply (protocol.psize_for_voltage). Returns a StreamReport; raises
+    StreamCommandError (the stub refused or failed an operation), TargetResetError, LinkLostError or
+    StreamError (the stub stopped answering). The target is left halted, with FLASH_CR locked on success.
+    """
+    config = protocol.config_word(psize, clock_mhz, iwdg)
+    return _Stream(target, image, config, ram_base, stall_timeout_s).run(operations)
+
+
+def crc_map(report: StreamReport) -> Dict[Tuple[int, int], int]:
+    """{(address, size): CRC} of a report's CRC results."""
+    return {(c.address, c.size): c.value for c in report.crcs}

@@ -1,0 +1,125 @@
+/*
+ * Stream(): the entry point that stays running and serves the command queue in RAM (protocol in
+ * f4load_protocol.h, "Streaming"). The host fills buffers and slots over SWD while the core erases and
+ * programs; nobody halts the core between buffers.
+ *
+ * The order of every step is chosen so that the host can keep the ring full (esptool's stub works the same
+ * way: acknowledge first, then process, so that the next block can already be on its way):
+ * - a command's result is published (slot.result, then stub_seq) as soon as it is done and *before* the
+ *   stub looks at the next one: from that moment the host may refill that slot and its buffer, while the
+ *   stub already works on the commands queued behind it;
+ * - on a failure the error record is copied into the queue and the code into the slot before status says
+ *   FAILED, so a host that sees FAILED finds everything it needs without halting the core;
+ * - while the queue is empty the stub polls host_seq from RAM only (no bus traffic to the flash interface)
+ *   and refreshes the IWDG between polls; every flash wait refreshes it too (timing.c, flash_ops.c).
+ */
+#include "stub.h"
+
+/* Polls of host_seq between two IWDG refreshes while the queue is empty: a few cycles each, well under 1 ms. */
+#define IDLE_POLLS_PER_REFRESH  256u
+
+typedef volatile struct f4load_queue queue_t;
+typedef volatile struct f4load_command command_t;
+
+/* A data memory barrier: the host must never see stub_seq before the slot's result (ARMv7-M A3.7.3). */
+static inline void publish_barrier(void)
+{
+    __asm volatile("dmb" ::: "memory");
+}
+
+/* Wait until the host publishes a command after `done` (host_seq moves). */
+static void wait_for_host(queue_t *q, uint32_t done)
+{
+    while (q->host_seq == done) {
+        watchdog_refresh();
+        for (uint32_t n = IDLE_POLLS_PER_REFRESH; n != 0u && q->host_seq == done; n--) {
+        }
+    }
+}
+
+static uint32_t program_from_buffer(command_t *cmd, uint32_t buffers, uint32_t count)
+{
+    const uint32_t op = F4LOAD_OP_PROGRAM;
+    uint32_t address = cmd->address;
+    uint32_t size = cmd->size;
+    uint32_t index = cmd->buffer;
+    if (index >= count || size > F4LOAD_BUFFER_SIZE) {
+        struct sector_info s;
+        uint32_t sector = sector_of(address, &s) ? F4LOAD_SECTOR_NONE : s.index;
+        return stub_fail(F4LOAD_KIND_BAD_ARGUMENT, op, sector, F4LOAD_ARG_BAD_BUFFER, address, 0u);
+    }
+    uint32_t r = check_range(op, address, size);
+    if (!r && size) {
+        r = flash_program(address, size, (const uint8_t *)(buffers + index * F4LOAD_BUFFER_SIZE));
+    }
+    return r;
+}
+
+/* Run one command; 0 or a result code. A CRC goes to *value. */
+static uint32_t run_command(command_t *cmd, uint32_t op, uint32_t buffers, uint32_t count, uint32_t *value)
+{
+    g_stub.stale = 0u;
+    switch (op) {
+    case F4LOAD_CMD_ERASE_SECTOR:
+        return erase_sector_at(F4LOAD_OP_ERASE_SECTOR, cmd->address);
+    case F4LOAD_CMD_PROGRAM:
+        return program_from_buffer(cmd, buffers, count);
+    case F4LOAD_CMD_CRC:
+        return crc_range(F4LOAD_OP_CRC, cmd->address, cmd->size, value);
+    case F4LOAD_CMD_STOP:
+        return 0u;
+    default:
+        return stub_fail(F4LOAD_KIND_BAD_ARGUMENT, F4LOAD_OP_STREAM, F4LOAD_SECTOR_NONE, F4LOAD_ARG_BAD_COMMAND,
+                         op, 0u);
+    }
+}
+
+/*
+ * Serve the queue at `queue` with `count` buffers of F4LOAD_BUFFER_SIZE bytes from `buffers`, until STOP
+ * (returns 0) or a failure (returns its code). Needs a successful Init (FLASH_CR unlocked, timeouts set).
+ */
+F4LOAD_EXPORT uint32_t Stream(uint32_t queue, uint32_t buffers, uint32_t count)
+{
+    queue_t *q = (queue_t *)queue;
+    uint32_t r = not_initialized(F4LOAD_OP_STREAM);
+    if (!r && q->magic != F4LOAD_QUEUE_MAGIC) {
+        r = stub_fail(F4LOAD_KIND_BAD_ARGUMENT, F4LOAD_OP_STREAM, F4LOAD_SECTOR_NONE, F4LOAD_ARG_BAD_QUEUE,
+                      queue, 0u);
+    }
+    uint32_t done = q->stub_seq;
+    uint32_t op = F4LOAD_CMD_NONE;
+    while (!r && op != F4LOAD_CMD_STOP) {
+        if (q->host_seq == done) {
+            q->status = F4LOAD_STATUS_WAITING;
+            wait_for_host(q, done);
+        }
+        q->status = F4LOAD_STATUS_WORKING;
+        uint32_t seq = done + 1u;
+        command_t *cmd = &q->slots[seq % F4LOAD_QUEUE_SLOTS];
+        uint32_t value = 0u;
+        if (cmd->seq != seq) {
+            /* The host published host_seq without this slot: running whatever is there could erase the wrong
+               sector. */
+            op = F4LOAD_CMD_NONE;
+            r = stub_fail(F4LOAD_KIND_BAD_ARGUMENT, F4LOAD_OP_STREAM, F4LOAD_SECTOR_NONE, F4LOAD_ARG_BAD_QUEUE,
+                          (uint32_t)&cmd->seq, 0u);
+        } else {
+            op = cmd->op;
+            r = run_command(cmd, op, buffers, count, &value);
+        }
+        cmd->value = value;
+        cmd->result = r;
+        if (!r) {
+            /* Publish first, then look at the next command: the host can refill this slot and its buffer
+               while the next one runs. */
+            publish_barrier();
+            q->stub_seq = seq;
+            done = seq;
+        }
+    }
+    /* The record before the status: a host that sees FAILED (or STOPPED) reads a complete record. */
+    stub_copy_error(&q->error);
+    publish_barrier();
+    q->status = r ? F4LOAD_STATUS_FAILED : F4LOAD_STATUS_STOPPED;
+    return r;
+}
