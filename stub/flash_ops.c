@@ -204,29 +204,30 @@ static uint32_t program_words(uint32_t address, uint32_t size, const uint32_t *s
         watchdog_refresh();
         do {
             uint32_t value = *src++;
-            if (*dst & ~value) {
-                *dst = value;
+            volatile uint32_t *at = dst++;
+            if (*at & ~value) {
+                *at = value;
                 uint32_t polls = poll_budget;
                 uint32_t sr;
                 while ((sr = FLASH_SR) & FLASH_SR_BSY) {
                     if (--polls == 0u) {
                         sr = flash_wait_idle(F4LOAD_PROGRAM_TIMEOUT_MS);
+                        if (sr & FLASH_SR_BSY) {
+                            return flash_end(op, sector_index((uint32_t)at), (uint32_t)at, sr);
+                        }
                         break;
                     }
                 }
-                if (sr & (FLASH_SR_BSY | FLASH_SR_ERRORS)) {
-                    uint32_t at = (uint32_t)dst;
-                    return flash_end(op, sector_index(at), at, sr);
+                if (sr & FLASH_SR_ERRORS) {
+                    return flash_end(op, sector_index((uint32_t)at), (uint32_t)at, sr);
                 }
             }
-            uint32_t now = *dst;
+            uint32_t now = *at;
             if (now != value) {
-                uint32_t at = (uint32_t)dst;
                 FLASH_CR = FLASH_CR_ERRIE;
-                return stub_fail_values(F4LOAD_KIND_VERIFY_MISMATCH, op, sector_index(at),
-                                        F4LOAD_VERIFY_AFTER_WRITE, at, value, now);
+                return stub_fail_values(F4LOAD_KIND_VERIFY_MISMATCH, op, sector_index((uint32_t)at),
+                                        F4LOAD_VERIFY_AFTER_WRITE, (uint32_t)at, value, now);
             }
-            dst++;
         } while (dst < chunk_end);
     }
     return 0u;

@@ -93,5 +93,5 @@ def peer_flm() -> Path:
     """The Keil STM32F4xx_2048.FLM peer algorithm (never in this repository); skips when it is absent."""
     path = Path(os.environ.get("F4LOAD_PEER_FLM", str(REPO.parent / "shared" / "peers" / "STM32F4xx_2048.FLM")))
     if not path.is_file():
-        pytest.skip(f"peer flash algorithm not found at {path} (set F4LOAD_PEER_FLM)")
+        pytest.skip(f"peer FLM absent: {path} (set F4LOAD_PEER_FLM)")
     return path

@@ -37,7 +37,7 @@ from f4load.stub_image import ARTIFACT_NAME
 # the core run in 50 us slices while pyocd polls, and the stub's BSY wait spins between FLASH_SR reads, so
 # the simulator cannot skip a sector erase (seconds of virtual time) and pyocd's 10 s wall-clock erase
 # timeout expires. On a link with a per-command cost each poll moves the chip by 1 ms and erases are quick.
-LINK = "stlink-v3"
+LINK = "ideal"
 FLM_PATH = Path(__file__).resolve().parent.parent / "host" / "f4load" / "stub" / ARTIFACT_NAME
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pyocd.core.exceptions import FlashEraseFailure, FlashFailure
+from pyocd.core.exceptions import FlashEraseFailure, FlashFailure, FlashProgramFailure
 from pyocd.flash.file_programmer import FileProgrammer
 
 from f4load import protocol
@@ -22,7 +22,7 @@ from f4load.part import FLASH_START, KB
 from f4load.pyocd_targets import F4LoadFlash, register_targets
 
 # See tests/test_pyocd_algo.py: on the ideal link the simulator cannot skip the stub's erase waits.
-LINK = "stlink-v3"
+LINK = "ideal"
 TARGET_TYPE = "f4load_stm32f407xe"
 REPO = Path(__file__).resolve().parent.parent
 SECTOR5 = FLASH_START + 0x2_0000  # 128 KB, RM0090 Table 5
@@ -153,6 +153,21 @@ def test_bsy_stuck_is_a_bsy_timeout_naming_the_sector(open_session, monkeypatch)
     assert error.record is not None and error.record.sr & reg.FLASH_SR_BSY
     assert error.record.waited_ms >= 1000  # twice the DS8626 maximum for 16 KB at x32
     assert "waited" in str(failure.value)
+
+
+def test_programming_over_data_that_was_not_erased_names_the_first_differing_word(open_session):
+    """A ProgramPage failure in pyocd's double-buffered path: FlashProgramFailure with the exact address."""
+    session = open_session(LINK, target_override=TARGET_TYPE)
+    program(session, bytes(4), FLASH_START + 0x104)  # one word of zeros in an otherwise erased sector
+    builder = main_flash(session).get_flash_builder()
+    builder.add_data(FLASH_START, b"\xa5" * (16 * KB))
+    with pytest.raises(FlashProgramFailure) as failure:
+        builder.program(smart_flash=False)  # no erase first: what a wrong host sequence would do
+    error = stub_error_of(failure)
+    assert (error.operation, error.kind, error.sector, error.address) == ("ProgramPage", "VERIFY_MISMATCH", 0,
+                                                                          FLASH_START + 0x104)
+    assert error.record is not None and (error.record.expected, error.record.actual) == (0xA5A5_A5A5, 0)
+    assert "not erased first" in str(failure.value)
 
 
 # --- the independent watchdog -------------------------------------------------------------------------------

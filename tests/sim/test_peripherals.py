@@ -347,3 +347,15 @@ def test_a_reset_stops_the_iwdg_and_restores_pr_and_rlr():
     assert not iwdg.running and not iwdg.expired
     assert (iwdg.read(PR), iwdg.read(RLR)) == (0, 0xFFF)
     assert iwdg.expiry_ps(counting=True) is None
+
+
+def test_a_new_prescaler_slows_a_running_countdown_without_a_reload():
+    from f4load.registers import IWDG_KEY_ACCESS
+
+    iwdg = Iwdg()
+    iwdg.sync(0, counting=True)
+    iwdg.hardware_start()  # /4, 0xFFF: 512 ms
+    iwdg.sync(256 * PS_PER_MS, counting=True)  # half of it gone
+    iwdg.write(0x00, IWDG_KEY_ACCESS)
+    iwdg.write(0x04, 6)  # /256: the remaining ticks now last 64 times longer
+    assert iwdg.expiry_ps(counting=True) == 256 * PS_PER_MS + 64 * 256 * PS_PER_MS

@@ -282,7 +282,13 @@ class Iwdg:
             elif key == IWDG_KEY_START:
                 self.start()
         elif word_offset == IWDG_PR_OFFSET and self._access:
+            old_tick = iwdg_divider(self.prescaler)
             self.prescaler = _lane_merge(self.prescaler, offset, value, size)[1] & 7
+            # RM0090 19.4.2: the prescaler divides the LSI that clocks the down-counter, so a new PR changes
+            # the speed of a countdown already running (the counter value is kept); only RLR waits for a
+            # reload. The Keil FLM relies on this to slow a hardware watchdog without reloading it.
+            if self.running:
+                self._remaining_ps = self._remaining_ps * iwdg_divider(self.prescaler) // old_tick
             self._pvu_until_ps = self._last_ps + IWDG_UPDATE_PS
         elif word_offset == IWDG_RLR_OFFSET and self._access:
             self.reload = _lane_merge(self.reload, offset, value, size)[1] & IWDG_RLR_MAX
