@@ -139,6 +139,18 @@ def test_bad_argument_explains_which_rule():
     assert "first address of a sector" in text
 
 
+def test_every_bad_argument_detail_has_words():
+    details = {v for k, v in protocol.CONSTANTS.items() if k.startswith("F4LOAD_ARG_")}
+    for detail in details:
+        text = describe_result(code("BAD_ARGUMENT", "STREAM", detail=detail))
+        assert text.startswith("Stream failed") and len(text.splitlines()) == 2
+
+
+def test_a_stale_stream_slot_is_described_as_a_bad_queue():
+    text = describe_result(code("BAD_ARGUMENT", "STREAM", detail=const("F4LOAD_ARG_BAD_QUEUE")))
+    assert "queue is not valid" in text
+
+
 def test_mismatch_after_write_says_the_location_was_not_erased():
     c = code("VERIFY_MISMATCH", "PROGRAM", 3, detail=const("F4LOAD_VERIFY_AFTER_WRITE"))
     record = ErrorRecord(result=c, address=0x0800_C010, sr=0, cr=0, expected=0x1234_5678, actual=0x1034_5078,

@@ -17,11 +17,11 @@ from pyocd.flash.file_programmer import FileProgrammer
 
 from f4load import protocol
 from f4load import registers as reg
-from f4load.errors import StubError
+from f4load.errors import StubError, describe
 from f4load.part import FLASH_START, KB
 from f4load.pyocd_targets import F4LoadFlash, register_targets
 
-# See tests/test_pyocd_algo.py: on the ideal link the simulator cannot skip the stub's erase waits.
+# No link cost: these tests are about what is reported, not how long it takes.
 LINK = "ideal"
 TARGET_TYPE = "f4load_stm32f407xe"
 REPO = Path(__file__).resolve().parent.parent
@@ -68,6 +68,17 @@ def stub_error_of(failure: pytest.ExceptionInfo) -> StubError:
 
 def reset_flags(session: Any) -> int:
     return session.target.read32(reg.RCC_CSR)
+
+
+# --- the error type on its own -----------------------------------------------------------------------------
+def test_a_stub_error_takes_its_facts_from_the_code_alone():
+    error = StubError(0x0135_0010, address=SECTOR5)  # docs/stub.md's example: WRPERR erasing sector 5
+    assert (error.operation, error.kind, error.sector, error.sector_address) == ("EraseSector", "FLASH_ERROR",
+                                                                                 5, SECTOR5)
+    assert (error.sr_names, error.stale, error.is_erase, error.is_program) == (["WRPERR"], False, True, False)
+    assert str(error) == describe(0x0135_0010, address=SECTOR5)
+    assert str(error).startswith("EraseSector failed on sector 5 (0x08020000, 128 KB)")
+    assert "requested address 0x08020000" in str(error)
 
 
 # --- write protection and read-out protection ---------------------------------------------------------------
@@ -121,7 +132,9 @@ def test_cr_locked_by_a_bad_key_is_reported_as_locked(open_session, monkeypatch)
     with pytest.raises(FlashFailure) as failure:
         program(session, image(16 * KB))
     error = stub_error_of(failure)
-    assert error.kind == "LOCKED"
+    # Init unlocks FLASH_CR (docs/stub.md), so pyocd's Init failure type; no sector, no SR bits involved.
+    assert (error.operation, error.kind, error.sector, error.sr_names) == ("Init", "LOCKED", None, [])
+    assert error.address == reg.FLASH_KEYR
     assert "FLASH_CR stayed locked" in str(failure.value) and "Reset the chip" in str(failure.value)
 
 

@@ -3,8 +3,9 @@ on the virtual STM32F407 (f4sim probe). Function on the ideal link; one measurem
 from __future__ import annotations
 
 import random
+import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence, Tuple
 
 import pytest
 
@@ -12,7 +13,9 @@ from f4load import protocol, registers
 from f4load.crc import stm32_crc32
 from f4load.part import FLASH_START, KB, sectors_for
 from f4load.sim import faults
+from f4load.sim.clock import PS_PER_MS
 from f4load.stream import (
+    OFFSET_SLOTS,
     Crc,
     EraseSector,
     LinkLostError,
@@ -24,6 +27,7 @@ from f4load.stream import (
 from f4load.stub_image import StubImage
 
 STUB = StubImage.shipped()
+OFFSET_SLOTS_1 = OFFSET_SLOTS + protocol.ffi.sizeof("struct f4load_command")  # slot of command 1
 SECTORS = sectors_for(512 * KB)
 FLOOR_512K_S = 6.65  # erase sectors 0-7 + program 512 KB at x32, DS8626 typical (the digest)
 
@@ -70,6 +74,14 @@ def test_crc_command_matches_the_host_crc(sim_session):
     assert report.crcs[0].value == stm32_crc32(data)
     assert report.crcs[1].value == stm32_crc32(data[4:1004])
     assert report.crcs[2].value == stm32_crc32(b"\xff" * 8 * KB)  # erased, never programmed
+
+
+def test_more_commands_than_slots_wrap_around_the_ring(sim_session):
+    data = _random(16 * KB, seed=9)
+    crcs = [Crc(FLASH_START + i * 256, 256) for i in range(40)]  # 40 + erase + program + STOP > 3 x 16 slots
+    report = run_stream(sim_session.target, STUB, [EraseSector(0), Program(FLASH_START, data), *crcs])
+    assert [c.value for c in report.crcs] == [stm32_crc32(data[i * 256:(i + 1) * 256]) for i in range(40)]
+    assert report.commands == 1 + 2 + 40 + 1
 
 
 def test_x16_parallelism_programs_the_same_bytes(sim_session):
@@ -159,3 +171,110 @@ def test_512k_erase_program_verify_over_stlink_v2(open_session, capsys):
         print(f"\nf4load stream, 512 KB erase+program+CRC verify over stlink-v2: {report.virtual_seconds:.3f} s "
               f"virtual, {ratio:.3f} x the {FLOOR_512K_S} s floor ({report})")
     assert ratio > 1.0  # sanity: nothing beats the flash's own erase and program times
+
+
+def test_sector_past_the_end_of_a_512k_part_is_refused_before_anything_is_erased(sim_session):
+    with pytest.raises(StreamCommandError) as caught:
+        run_stream(sim_session.target, STUB, [EraseSector(8)])
+    assert (caught.value.kind, caught.value.sector, caught.value.request) == ("BEYOND_END", 8, EraseSector(8))
+
+
+class _BareStub:
+    """The stub alone on a bare virtual chip (no pyocd, no host driver): load, call entry points the CMSIS way,
+    start Stream and let time pass, so that the stub side of the protocol can be checked by itself."""
+
+    def __init__(self, chip_faults: str = "") -> None:
+        from f4load.sim.chip import Chip
+
+        self.chip = chip = Chip(faults.parse_fault_spec(chip_faults))
+        chip.power_on()
+        chip.debugen = True
+        chip.halt(0)
+        self.layout = STUB.layout()
+        chip.bus_write_block(self.layout.halt_address, protocol.const("F4LOAD_HALT_WORD").to_bytes(4, "little"))
+        chip.bus_write_block(self.layout.load_address, STUB.image)
+
+    def start(self, name: str, *args: int) -> None:
+        from f4load.sim.chip import REGSEL_LR, REGSEL_PC, REGSEL_SP, REGSEL_XPSR
+
+        chip = self.chip
+        for regsel, value in enumerate(args):
+            chip.write_core_register(regsel, value)
+        chip.write_core_register(REGSEL_SP, self.layout.stack_top)
+        chip.write_core_register(REGSEL_LR, self.layout.halt_address | 1)
+        chip.write_core_register(REGSEL_XPSR, 1 << 24)
+        chip.write_core_register(REGSEL_PC, STUB.entry_address(self.layout.load_address, name))
+        chip.resume()
+
+    def call(self, name: str, *args: int) -> int:
+        from f4load.sim.clock import PS_PER_MS
+
+        self.start(name, *args)
+        assert self.chip.run_until_halted(100 * PS_PER_MS)
+        return self.chip.read_core_register(0)
+
+    def start_stream(self, queue: bytes) -> None:
+        self.chip.bus_write_block(self.layout.queue_address, queue)
+        self.start("Stream", self.layout.queue_address, self.layout.buffers[0], len(self.layout.buffers))
+
+    def queue_word(self, offset: int) -> int:
+        return int.from_bytes(self.chip.bus_read_block(self.layout.queue_address + offset, 4), "little")
+
+    @staticmethod
+    def queue(host_seq: int = 0, slots: Sequence[Tuple[int, int, int]] = ()) -> bytearray:
+        """A queue image: magic, host_seq, and (seq, op, address) slots."""
+        from f4load.stream import OFFSET_HOST_SEQ, OFFSET_SLOTS, QUEUE_SIZE
+
+        queue = bytearray(QUEUE_SIZE)
+        queue[0:4] = protocol.const("F4LOAD_QUEUE_MAGIC").to_bytes(4, "little")
+        queue[OFFSET_HOST_SEQ:OFFSET_HOST_SEQ + 4] = host_seq.to_bytes(4, "little")
+        size = protocol.ffi.sizeof("struct f4load_command")
+        for seq, op, address in slots:
+            at = OFFSET_SLOTS + (seq % protocol.const("F4LOAD_QUEUE_SLOTS")) * size
+            queue[at:at + 20] = struct.pack("<5I", op, address, 0, 0, seq)
+        return queue
+
+
+def test_stub_refuses_a_published_slot_that_does_not_hold_the_expected_command():
+    """host_seq says command 1 is there, but slot 1 still holds something else (seq 0). Running it could
+    erase the wrong sector; the stub must stop with BAD_QUEUE instead."""
+    from f4load.stream import CMD_ERASE_SECTOR, OFFSET_STATUS
+
+    stub = _BareStub()
+    assert stub.call("Init", FLASH_START, 0, 2) == 0
+    stub.chip.load(FLASH_START, b"\x00" * 16)  # sector 0 is not blank: an erase would be visible
+    queue = stub.queue(host_seq=1, slots=[(1, CMD_ERASE_SECTOR, FLASH_START)])
+    queue[OFFSET_SLOTS_1 + 16:OFFSET_SLOTS_1 + 20] = struct.pack("<I", 0)  # stale: the slot's seq says 0
+    stub.start_stream(bytes(queue))
+    assert stub.chip.run_until_halted(100 * PS_PER_MS)
+
+    result = protocol.ResultCode.decode(stub.chip.read_core_register(0))
+    assert (result.kind, result.op, result.detail) == (
+        protocol.const("F4LOAD_KIND_BAD_ARGUMENT"), protocol.const("F4LOAD_OP_STREAM"),
+        protocol.const("F4LOAD_ARG_BAD_QUEUE"))
+    assert stub.queue_word(OFFSET_STATUS) == protocol.const("F4LOAD_STATUS_FAILED")
+    assert stub.chip.bus_read_block(FLASH_START, 16) == b"\x00" * 16  # not erased
+
+
+def test_idle_stub_waits_through_the_application_watchdog_and_answers_later():
+    """An empty queue for far longer than the application's 5 ms IWDG period: the stub waits (status WAITING)
+    without a watchdog reset (Init stretched the IWDG, the idle loop refreshes it) and still runs a command
+    published 100 ms later."""
+    from f4load.stream import CMD_STOP, OFFSET_HOST_SEQ, OFFSET_STATUS, OFFSET_STUB_SEQ
+
+    stub = _BareStub("iwdg=5ms")
+    assert stub.call("Init", FLASH_START, 0, 2) == 0
+    stub.start_stream(bytes(stub.queue()))
+    stub.chip.advance(100 * PS_PER_MS)
+    assert not stub.chip.halted and not stub.chip.resets.get("iwdg")
+    assert stub.queue_word(OFFSET_STATUS) == protocol.const("F4LOAD_STATUS_WAITING")
+
+    stop = stub.queue(host_seq=1, slots=[(1, CMD_STOP, 0)])
+    address = stub.layout.queue_address
+    stub.chip.bus_write_block(address + OFFSET_SLOTS_1, bytes(stop[OFFSET_SLOTS_1:OFFSET_SLOTS_1 + 20]))
+    stub.chip.bus_write_block(address + OFFSET_HOST_SEQ, (1).to_bytes(4, "little"))
+    assert stub.chip.run_until_halted(10 * PS_PER_MS)
+    assert stub.chip.read_core_register(0) == 0
+    assert stub.queue_word(OFFSET_STUB_SEQ) == 1
+    assert stub.queue_word(OFFSET_STATUS) == protocol.const("F4LOAD_STATUS_STOPPED")
+    assert not stub.chip.resets.get("iwdg")

@@ -209,10 +209,11 @@ class _Command:
     data: Optional[bytes] = None  # PROGRAM: the bytes for the buffer
 
 
-def expand(operations: Sequence[Operation], flash_size: int = 1024 * part.KB) -> List[_Command]:
-    """The stub commands for `operations`: one per erase and CRC, one per buffer of program data. Program
-    chunks end at F4LOAD_BUFFER_SIZE-aligned addresses, so none crosses a sector boundary."""
-    sectors = part.sectors_for(flash_size)
+def expand(operations: Sequence[Operation]) -> List[_Command]:
+    """The stub commands for `operations`: one per erase and CRC, one per buffer of program data, then STOP.
+    Program chunks end at F4LOAD_BUFFER_SIZE-aligned addresses, so none crosses a sector boundary. Sectors
+    are numbered on the 1 MB map; the stub refuses those past this part's F_SIZE (BEYOND_END)."""
+    sectors = part.sectors_for(1024 * part.KB)
     out: List[_Command] = []
     for operation in operations:
         if isinstance(operation, EraseSector):
@@ -309,6 +310,7 @@ class _Stream:
         deadline = self.now() + timeout_s
         while not self._link(self.target.is_halted):
             if self.now() > deadline:
+                self._check_reset(f"{what} did not return")
                 raise StreamError(f"{what} did not return within {timeout_s:g} s", self.current)
         pc = int(self._link(lambda: self.target.read_core_register("pc")))
         if pc != self.layout.halt_address:
@@ -510,9 +512,8 @@ class _Stream:
         self.write_words(self.layout.load_address, _words(image))
         self.write32(self.layout.load_address + self.image.config_offset, self.config)
         self._call_checked("Init", part.FLASH_START, 0, 2)
-        flash_size = self.error_record(self.layout.load_address + self.image.error_offset).flash_size
 
-        self.commands = expand(operations, flash_size or 1024 * part.KB)
+        self.commands = expand(operations)
         self.current = self.commands[0].operation
         self.write_words(self.queue, self._initial_queue())
         self._set_registers("Stream", (self.queue, self.buffers[0], len(self.buffers)))

@@ -388,6 +388,29 @@ def test_bsy_poll_loop_with_a_cyccnt_timeout_sees_a_normal_erase_end() -> None:
     assert 250 * PS_PER_MS <= chip.clock.now_ps - start <= 251 * PS_PER_MS  # 16 KB at x32: 250 ms typical
 
 
+def test_a_single_sr_read_during_an_erase_takes_no_time() -> None:
+    # Only a loop (the same code reading SR with BSY set again) is skipped ahead; one read is just a read.
+    chip = halted_chip_running_ram("""
+        ldr r0, =FLASH_KEYR
+        ldr r1, =0x45670123
+        str r1, [r0]
+        ldr r1, =0xCDEF89AB
+        str r1, [r0]
+        ldr r0, =FLASH_CR
+        ldr r1, =0x1020A        @ STRT, PSIZE x32, SNB 1, SER
+        str r1, [r0]
+        ldr r0, =FLASH_SR
+        ldr r1, [r0]
+        bkpt #0
+    """)
+    chip.resume()
+    start = chip.clock.now_ps
+    assert chip.run_until_halted(1 * PS_PER_MS)
+    assert chip.read_core_register(1) & FLASH_SR_BSY
+    assert chip.clock.now_ps - start < 1 * PS_PER_US
+    assert chip.poll_skips == 0
+
+
 # --- IWDG ------------------------------------------------------------------------------------------------
 def test_iwdg_expiry_resets_the_chip_when_the_application_does_not_refresh() -> None:
     chip = new_chip(Faults(iwdg_timeout_ms=2), flash_program=vector_table() + """

@@ -18,7 +18,7 @@ it. Everything here is a pure function of addresses (and of the flash size, OTP 
 """
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Tuple, Union
 
 from f4load.part import (
     CCM_SIZE,
@@ -100,11 +100,10 @@ def check_access(address: int, size: int) -> None:
         raise BusFault(f"unaligned {size}-byte access at {address:#010x}")
 
 
-def otp_page_bytes(otp: bytes, unique_id: bytes, flash_size: int, address: int, size: int) -> bytes:
+def otp_page_bytes(otp: Union[bytes, bytearray], unique_id: bytes, flash_size: int, address: int, size: int) -> bytes:
     """OTP (512 B), lock bytes (16 B), unique ID (12 B), F_SIZE (2 B); the rest of the page reads 0xFF."""
     page = bytearray(b"\xff" * OTP_PAGE_SIZE)
-    otp = bytes(otp)
-    page[0:OTP_SIZE + OTP_LOCK_SIZE] = otp[:OTP_SIZE + OTP_LOCK_SIZE]
+    page[0:OTP_SIZE + OTP_LOCK_SIZE] = bytes(otp[:OTP_SIZE + OTP_LOCK_SIZE])
     uid = UNIQUE_ID - OTP_PAGE
     page[uid:uid + 12] = unique_id[:12]
     fsize = F_SIZE - OTP_PAGE

@@ -196,8 +196,8 @@ struct f4load_error {
  *         the last command that succeeded (so the failed one is stub_seq + 1) and Stream returns the code.
  *   STOP: stub_seq = n, status = STOPPED, Stream returns 0 (the core halts at the halt word).
  * The host polls stub_seq and status (two adjacent words, one probe command).
- * Result codes of commands name the operation that failed (ERASE_SECTOR, PROGRAM, CRC); OP_STREAM is used
- * for a bad queue or a bad command.
+ * Result codes of commands name the operation that failed (ERASE_SECTOR, PROGRAM, CRC; a PROGRAM with a bad
+ * buffer index or size is BAD_ARGUMENT/BAD_BUFFER); OP_STREAM is used for a bad queue or an unknown command.
  */
 #define F4LOAD_QUEUE_MAGIC          0xF40AD0E0
 #define F4LOAD_QUEUE_SLOTS          16

@@ -1,0 +1,285 @@
+"""What a finished f4load command tells its user: the `--json` report and the human summary.
+
+One `Report` per command run, filled as the command goes (the file, the target, the outcome, or the error), then
+rendered either as one JSON object (`as_json()`, for machines: every field always present, null when it does not
+apply) or as text (`info_lines()`, `summary()`: the final line says what was erased, programmed and skipped, and
+how long it took).
+
+Time: on the virtual chip (`--probe sim`) the report gives the **virtual** time of the flash work and its ratio to
+the **physical floor**: the least time the flash itself needs for what was done, from DS8626 Table 40 typical
+values (16 us per program write of the chosen width, 0.25/0.55/1.0 s per 16/64/128 KB sector erase at x32,
+slower at x16/x8). Erases and programs cannot overlap on this single-bank flash (RM0090 3.5), so the floor is their
+sum; a ratio of 1.1 means the tool and its link added 10 % on top of what the silicon needs. On real hardware
+only the wall-clock time is known.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from f4load import __version__
+from f4load.errors import StubError
+from f4load.image import Image
+from f4load.part import KB
+from f4load.plan import Action
+from f4load.session import Outcome, TargetInfo, describe_jep106, floor_seconds
+
+REPORT_FORMAT = 1
+
+
+@dataclass
+class Report:
+    """Everything one command did, for `--json` and for the summary line."""
+    command: str
+    file: Optional[str] = None
+    image: Optional[Image] = None
+    info: Optional[TargetInfo] = None
+    outcome: Optional[Outcome] = None
+    error: Optional[BaseException] = None
+    exit_code: int = 0
+    wall_seconds: float = 0.0
+    session_virtual_seconds: Optional[float] = None  # virtual time from connect to the end of the work
+    probe_commands: Optional[int] = None
+    details: Dict[str, Any] = field(default_factory=dict)  # command-specific facts (read: address, length)
+
+    # --- derived -------------------------------------------------------------------------------------------
+    @property
+    def floor_seconds(self) -> Optional[float]:
+        if self.outcome is None or self.info is None:
+            return None
+        return floor_seconds(self.outcome.erased, self.outcome.program_writes, self.info.psize)
+
+    @property
+    def ratio_to_floor(self) -> Optional[float]:
+        floor = self.floor_seconds
+        virtual = self.outcome.virtual_seconds if self.outcome is not None else None
+        if floor is None or virtual is None or floor <= 0:
+            return None
+        return virtual / floor
+
+    # --- JSON ----------------------------------------------------------------------------------------------
+    def as_json(self) -> Dict[str, Any]:
+        outcome = self.outcome
+        return {
+            "f4load": __version__,
+            "format": REPORT_FORMAT,
+            "command": self.command,
+            "result": "ok" if self.error is None else "failed",
+            "exit_code": self.exit_code,
+            "error": _error_json(self.error),
+            "file": _image_json(self.file, self.image),
+            "target": _target_json(self.info),
+            "sectors": _sectors_json(outcome),
+            "erased_sectors": [s.index for s in outcome.erased] if outcome else [],
+            "skipped_sectors": [s.index for s in outcome.skipped] if outcome else [],
+            "bytes_erased": outcome.bytes_erased if outcome else 0,
+            "bytes_programmed": outcome.bytes_programmed if outcome else 0,
+            "bytes_skipped": outcome.bytes_skipped if outcome else 0,
+            "bytes_kept": outcome.bytes_kept if outcome else 0,
+            "program_writes": outcome.program_writes if outcome else 0,
+            "verified": outcome.verified if outcome else None,
+            "time": {
+                "wall_s": _round(self.wall_seconds),
+                "work_wall_s": _round(outcome.wall_seconds) if outcome else None,
+                "work_virtual_s": _round(outcome.virtual_seconds) if outcome else None,
+                "session_virtual_s": _round(self.session_virtual_seconds),
+                "floor_s": _round(self.floor_seconds),
+                "ratio_to_floor": _round(self.ratio_to_floor, 3),
+            },
+            "probe_commands": self.probe_commands,
+            "details": self.details,
+        }
+
+    def to_json_text(self) -> str:
+        return json.dumps(self.as_json(), indent=2, sort_keys=False)
+
+    # --- text ----------------------------------------------------------------------------------------------
+    def summary(self) -> str:
+        """The final line of a successful command."""
+        outcome = self.outcome
+        parts: List[str] = []
+        if self.command == "program" and outcome is not None:
+            parts.append(_work_text(outcome, self._target_name()))
+            parts.append("verified by CRC" if outcome.verified else "not verified (--no-verify)")
+        elif self.command == "erase" and outcome is not None:
+            text = f"erased {_sectors_text(outcome.erased)}"
+            if outcome.skipped:
+                text += f", skipped {_sectors_text(outcome.skipped)}: already blank"
+            parts.append(text)
+        elif self.command == "verify" and outcome is not None:
+            size = self.image.size if self.image is not None else 0
+            parts.append(f"verified {size:,} bytes of {self.file} by CRC: the flash matches")
+        elif self.command == "read":
+            parts.append(f"read {self.details.get('length', 0):,} bytes at {self.details.get('address', 0):#010x} "
+                         f"into {self.details.get('out')}")
+        elif self.command == "info":
+            parts.append("target identified")
+        parts.extend(self._time_texts())
+        return "; ".join(p for p in parts if p)
+
+    def _target_name(self) -> str:
+        return self.info.part.name if self.info is not None else "target"
+
+    def _time_texts(self) -> List[str]:
+        out: List[str] = []
+        outcome = self.outcome
+        if outcome is not None and outcome.virtual_seconds is not None:
+            floor = self.floor_seconds or 0.0
+            ratio = self.ratio_to_floor
+            if ratio is not None:
+                out.append(f"virtual time {outcome.virtual_seconds:.3f} s = {ratio:.2f} x the physical floor "
+                           f"{floor:.3f} s")
+            else:
+                out.append(f"virtual time {outcome.virtual_seconds:.3f} s (no erase or program: floor 0)")
+        if self.probe_commands is not None:
+            out.append(f"{self.probe_commands:,} probe commands")
+        out.append(f"{self.wall_seconds:.2f} s")
+        return out
+
+    def info_lines(self) -> List[str]:
+        """The `info` command's output: part, identity, flash, unique ID, option bytes, supply."""
+        info = self.info
+        if info is None:
+            return []
+        part, options = info.part, info.options
+        rev = f"revision {info.rev_name}" if info.rev_name else "unknown revision"
+        protected = options.write_protected(part)
+        lines = [
+            f"probe        {info.probe}",
+            f"part         {part.name} (DEV_ID {info.dev_id:#05x}: STM32F405/407/415/417)",
+            f"identity     DBGMCU_IDCODE {info.idcode:#010x}: DEV_ID {info.dev_id:#05x}, REV_ID {info.rev_id:#06x} "
+            f"({rev})",
+            f"debug ROM    {describe_jep106(info.rom_designer)}",
+            f"flash        {part.flash_size // KB} KB, sectors 0-{len(part.sectors) - 1} "
+            f"({_layout_text(part.sectors)})",
+            f"unique ID    {info.unique_id.hex()}",
+            f"option bytes FLASH_OPTCR {options.optcr:#010x}",
+            f"  RDP        level {options.rdp_level} ({options.rdp:#04x})",
+            f"  nWRP       {options.nwrp:#05x}: "
+            + (f"sectors {', '.join(map(str, protected))} write-protected" if protected else "no sector protected"),
+            "  WDG_SW     " + ("1: software watchdog (the IWDG runs only if the application starts it)"
+                                if options.software_watchdog else
+                                "0: hardware watchdog (the IWDG starts at every reset)"),
+            f"  BOR_LEV    {options.bor_level:#04b}: {options.bor_name}",
+            f"  nRST_STOP  {'0: reset on entering Stop' if options.reset_on_stop else '1: no reset on Stop'}; "
+            f"nRST_STDBY {'0: reset on entering Standby' if options.reset_on_standby else '1: no reset on Standby'}",
+            f"supply       {info.vdd:.2f} V ({_vdd_source_text(info.vdd_source)}) -> {info.psize_name} parallelism "
+            f"(RM0090 Table 13)",
+        ]
+        lines += [f"warning      {w}" for w in info.warnings]
+        return lines
+
+
+def _layout_text(sectors: List[Any]) -> str:
+    runs: List[List[int]] = []
+    for s in sectors:
+        if runs and runs[-1][1] == s.size:
+            runs[-1][0] += 1
+        else:
+            runs.append([1, s.size])
+    return " + ".join(f"{n} x {size // KB} KB" for n, size in runs)
+
+
+def _vdd_source_text(source: str) -> str:
+    return {"probe": "measured by the probe", "given": "given with --vdd",
+            "assumed": "assumed: the probe does not measure VDD"}.get(source, source)
+
+
+def _work_text(outcome: Outcome, target: str) -> str:
+    plan = outcome.plan
+    source = plan.source if plan is not None else "image"
+    text = (f"{source} -> {target}: erased {_sectors_text(outcome.erased)}, programmed "
+            f"{outcome.bytes_programmed:,} bytes, skipped {_sectors_text(outcome.skipped)}")
+    if outcome.skipped:
+        text += " (unchanged)"
+    if outcome.bytes_kept:
+        text += f", kept {outcome.bytes_kept:,} bytes around the image"
+    return text
+
+
+def _sectors_text(sectors: List[Any]) -> str:
+    """"48 KB (sectors 0, 1, 2)", or "0 KB"."""
+    if not sectors:
+        return "0 KB"
+    size = sum(s.size for s in sectors)
+    noun = "sector" if len(sectors) == 1 else "sectors"
+    return f"{size // KB} KB ({noun} {', '.join(str(s.index) for s in sectors)})"
+
+
+def _round(value: Optional[float], digits: int = 6) -> Optional[float]:
+    return None if value is None else round(value, digits)
+
+
+def _error_json(error: Optional[BaseException]) -> Optional[Dict[str, Any]]:
+    if error is None:
+        return None
+    out: Dict[str, Any] = {"type": type(error).__name__, "message": str(error)}
+    if isinstance(error, StubError):
+        out.update({"operation": error.operation, "kind": error.kind, "code": error.code,
+                    "sector": error.sector, "address": error.address, "flash_sr_bits": error.sr_names,
+                    "stale": error.stale})
+    mismatches = getattr(error, "mismatches", None)
+    if mismatches:
+        out["mismatches"] = [{"address": a, "size": size, "expected_crc": e, "actual_crc": c}
+                             for a, size, e, c in mismatches]
+    return out
+
+
+def _image_json(path: Optional[str], image: Optional[Image]) -> Optional[Dict[str, Any]]:
+    if path is None:
+        return None
+    out: Dict[str, Any] = {"path": path, "format": None, "start": None, "end": None, "size": None,
+                           "segments": None}
+    if image is not None:
+        out.update({"format": image.format, "start": image.start, "end": image.end, "size": image.size,
+                    "segments": len(image.segments)})
+    return out
+
+
+def _target_json(info: Optional[TargetInfo]) -> Optional[Dict[str, Any]]:
+    if info is None:
+        return None
+    options = info.options
+    return {
+        "probe": info.probe,
+        "part": info.part.name,
+        "idcode": info.idcode,
+        "dev_id": info.dev_id,
+        "rev_id": info.rev_id,
+        "revision": info.rev_name,
+        "flash_kb": info.part.flash_size // KB,
+        "sectors": len(info.part.sectors),
+        "unique_id": info.unique_id.hex(),
+        "rom_table_designer": describe_jep106(info.rom_designer),
+        "vdd": info.vdd,
+        "vdd_source": info.vdd_source,
+        "psize": info.psize_name,
+        "option_bytes": {
+            "optcr": options.optcr,
+            "rdp": options.rdp,
+            "rdp_level": options.rdp_level,
+            "nwrp": options.nwrp,
+            "write_protected_sectors": options.write_protected(info.part),
+            "wdg_sw": options.software_watchdog,
+            "bor_level": options.bor_level,
+            "bor": options.bor_name,
+            "nrst_stop": not options.reset_on_stop,
+            "nrst_stdby": not options.reset_on_standby,
+        },
+        "warnings": list(info.warnings),
+    }
+
+
+def _sectors_json(outcome: Optional[Outcome]) -> List[Dict[str, Any]]:
+    if outcome is None:
+        return []
+    if outcome.plan is not None:
+        return [{"index": s.sector.index, "address": s.sector.start, "size": s.sector.size,
+                 "action": s.action.value, "reason": s.reason, "bytes_programmed": s.programmed_bytes,
+                 "bytes_kept": s.kept_bytes if s.action is not Action.SKIP else 0, "crc": s.crc,
+                 "target_crc": s.target_crc}
+                for s in outcome.plan.sectors]
+    rows = [{"index": s.index, "address": s.start, "size": s.size, "action": "erase"} for s in outcome.erased]
+    rows += [{"index": s.index, "address": s.start, "size": s.size, "action": "skip"} for s in outcome.skipped]
+    return sorted(rows, key=lambda r: r["index"])

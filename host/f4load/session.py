@@ -1,0 +1,766 @@
+"""The session step of f4load's data flow: a probe, a connected and identified target, and the flash work on it.
+
+    file -> image -> plan -> stub protocol -> **session** (probe, target, stream) -> flash
+
+`Session` is a context manager around one pyocd session:
+
+1. **Connect** through pyocd (`ConnectHelper.session_with_chosen_probe`): `probe="sim"` is the virtual
+   STM32F407 (pyocd probe `f4sim`, docs/sim.md), anything else is a pyocd probe unique ID (ST-Link,
+   CMSIS-DAP, J-Link...). The target type is pyocd's generic `cortex_m`: f4load never uses pyocd's flash
+   algorithms, it loads its own stub (`f4load.stream`) and needs nothing from pyocd but memory and core access.
+   The connection is made **under reset** by default (pyocd `connect_mode="under-reset"`): NRST is held low
+   while the debugger attaches and the core is halted at its reset vector, before one instruction of the
+   application runs. An application can otherwise get in the way of flashing: it may turn the SWD pins into
+   GPIOs or enter a low-power mode (the debugger loses the target), start the IWDG (which cannot be stopped and
+   resets the chip mid-erase), or leave sticky FLASH_SR error flags or a FLASH_CR locked by a wrong key until
+   the next reset (RM0090 3.5.1, 3.7.4). `connect="halt"` halts without a reset, `connect="attach"` leaves the
+   core running.
+2. **Identify** the part (`TargetInfo`): DBGMCU_IDCODE DEV_ID must be 0x413 (STM32F405/407/415/417, RM0090
+   38.6.1) or `TargetIdentityError` names what was found; F_SIZE (0x1FFF_7A22) gives the flash size and so the
+   `Part` (sector map); REV_ID and the CoreSight ROM table's JEP106 designer are checked against ST's (a clone
+   is reported as a warning); the unique ID and the option bytes (FLASH_OPTCR, RM0090 3.8.6) are read.
+   VDD is read from the probe where it can measure it (`probe_supply_voltage`); otherwise 3.3 V is assumed
+   and `TargetInfo.vdd_source` says so. The parallelism follows from it (`protocol.psize_for_voltage`,
+   RM0090 Table 13).
+3. **Work**: `program()`, `erase()`, `verify()`, `read()` below. Every flash operation goes through the stub's
+   streaming entry point (`f4load.stream.run_stream`); this module decides what to ask for and checks what
+   came back.
+4. **Leave** the target in a known state whatever happened: the stub stopped (core halted), FLASH_CR locked,
+   then - with `reset_run` - a reset that lets the application run, else the core stays halted.
+
+Nothing is erased before every check that can be made without erasing has passed: the image fits the part,
+read-out protection is off, no sector to be changed is write-protected (nWRP), the sectors asked for exist.
+"""
+from __future__ import annotations
+
+import logging
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from pyocd.core import exceptions as pyocd_errors
+
+from f4load import protocol, stream
+from f4load.crc import stm32_crc32
+from f4load.image import F4LoadError, Image
+from f4load.part import F_SIZE, KB, UNIQUE_ID, Part, Sector, part_for_flash_kb, sectors_for
+from f4load.plan import Action, Erase, Plan, blank_crc, plan
+from f4load.pyocd_targets import probe_supply_voltage
+from f4load.registers import (
+    BOR_LEVEL_NAMES,
+    DBGMCU_APB1_FZ,
+    DBGMCU_APB1_FZ_DBG_IWDG_STOP,
+    DBGMCU_IDCODE,
+    DEV_ID_F40X_41X,
+    FLASH_CR,
+    FLASH_CR_LOCK,
+    FLASH_OPTCR,
+    FLASH_OPTCR_BOR_LEV_MASK,
+    FLASH_OPTCR_BOR_LEV_SHIFT,
+    FLASH_OPTCR_NRST_STDBY,
+    FLASH_OPTCR_NRST_STOP,
+    FLASH_OPTCR_NWRP_MASK,
+    FLASH_OPTCR_NWRP_SHIFT,
+    FLASH_OPTCR_RDP_MASK,
+    FLASH_OPTCR_RDP_SHIFT,
+    FLASH_OPTCR_WDG_SW,
+    FLASH_SR,
+    FLASH_SR_BSY,
+    RDP_LEVEL0,
+    RDP_LEVEL2,
+    ROM_TABLE_BASE,
+)
+from f4load.stub_image import StubImage
+
+LOG = logging.getLogger(__name__)
+
+SIM_PROBE = "sim"
+SIM_UNIQUE_ID = "f4sim"
+SIM_LINK_OPTION = "f4sim.link"
+CONNECT_MODES = ("under-reset", "halt", "attach")
+ASSUMED_VDD = 3.3
+
+# DBGMCU_IDCODE fields (RM0090 38.6.1).
+DEV_ID_MASK = 0xFFF
+REV_ID_SHIFT = 16
+# REV_ID values of the F405/407/415/417. The names changed between RM0090 editions (the digest says so), so
+# both are given where they differ and the raw value is always shown beside the name.
+REV_NAMES = {0x1000: "A", 0x1001: "Z", 0x1003: "Y (1 in later RM0090 editions)",
+             0x1007: "1 (2 in later RM0090 editions)"}
+# CoreSight ROM table peripheral ID registers (ARM IHI 0029, D1.2): PIDR4 at +0xFD0, PIDR0..2 at +0xFE0.
+ROM_PIDR4 = ROM_TABLE_BASE + 0xFD0
+ROM_PIDR0 = ROM_TABLE_BASE + 0xFE0
+JEP106_ST = (0, 0x20)  # (continuation code, identity) of STMicroelectronics
+
+# The physical floor of flash work, DS8626 Table 40 typical values (the digest): one program write of any
+# PSIZE width takes 16 us; a sector erase takes, per parallelism, this many seconds by sector size.
+PROGRAM_WRITE_S = 16e-6
+ERASE_TYPICAL_S = {
+    protocol.PSIZE_X8: {16 * KB: 0.400, 64 * KB: 1.200, 128 * KB: 2.0},
+    protocol.PSIZE_X16: {16 * KB: 0.300, 64 * KB: 0.700, 128 * KB: 1.3},
+    protocol.PSIZE_X32: {16 * KB: 0.250, 64 * KB: 0.550, 128 * KB: 1.0},
+}
+PSIZE_BYTES = {protocol.PSIZE_X8: 1, protocol.PSIZE_X16: 2, protocol.PSIZE_X32: 4}
+PSIZE_NAMES = {protocol.PSIZE_X8: "x8", protocol.PSIZE_X16: "x16", protocol.PSIZE_X32: "x32"}
+
+# Largest single memory read asked of pyocd at once (it splits further for the probe).
+READ_BLOCK = 64 * KB
+
+
+# --- errors: one class per kind of failure, each with the exit status the command line uses ----------------
+
+class SessionError(F4LoadError):
+    """A failure of the session step, reported as one line (or a few, for flash errors). `exit_code` is the
+    command line's exit status for this class of failure (docs/cli.md)."""
+    exit_code = 1
+
+
+class UsageError(SessionError):
+    """The request does not fit the detected target (a sector it does not have, a range outside memory)."""
+    exit_code = 2
+
+
+class ConnectError(SessionError):
+    """No probe, no target, or the probe/target refused the connection."""
+    exit_code = 3
+
+
+class TargetIdentityError(SessionError):
+    """The target is not an STM32F405/407/415/417 (DBGMCU_IDCODE, F_SIZE)."""
+    exit_code = 3
+
+
+class ProtectionError(SessionError):
+    """Read-out or write protection forbids the request (found before anything was erased)."""
+    exit_code = 1
+
+
+class LinkError(SessionError):
+    """The probe lost the target, or the target reset, while f4load was working on it."""
+    exit_code = 4
+
+
+class VerifyError(SessionError):
+    """The flash does not hold what it should. `mismatches`: (address, size, expected CRC, actual CRC)."""
+    exit_code = 5
+
+    def __init__(self, message: str, mismatches: Sequence[Tuple[int, int, int, int]] = ()) -> None:
+        self.mismatches = list(mismatches)
+        super().__init__(message)
+
+
+# --- what the target is ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OptionBytes:
+    """The user option bytes as FLASH_OPTCR shows them after reset (RM0090 3.8.6, 3.7)."""
+    optcr: int
+
+    @property
+    def rdp(self) -> int:
+        return (self.optcr & FLASH_OPTCR_RDP_MASK) >> FLASH_OPTCR_RDP_SHIFT
+
+    @property
+    def rdp_level(self) -> int:
+        """0xAA level 0, 0xCC level 2, anything else level 1 (RM0090 3.7.3)."""
+        return 0 if self.rdp == RDP_LEVEL0 else 2 if self.rdp == RDP_LEVEL2 else 1
+
+    @property
+    def nwrp(self) -> int:
+        """12 bits, bit i = 0: sector i is write-protected."""
+        return (self.optcr & FLASH_OPTCR_NWRP_MASK) >> FLASH_OPTCR_NWRP_SHIFT
+
+    def write_protected(self, part: Part) -> List[int]:
+        return [s.index for s in part.sectors if not self.nwrp >> s.index & 1]
+
+    @property
+    def software_watchdog(self) -> bool:
+        """WDG_SW = 1: the IWDG runs only when software starts it; 0: it starts at every reset."""
+        return bool(self.optcr & FLASH_OPTCR_WDG_SW)
+
+    @property
+    def bor_level(self) -> int:
+        return (self.optcr & FLASH_OPTCR_BOR_LEV_MASK) >> FLASH_OPTCR_BOR_LEV_SHIFT
+
+    @property
+    def bor_name(self) -> str:
+        return BOR_LEVEL_NAMES[self.bor_level]
+
+    @property
+    def reset_on_stop(self) -> bool:
+        """nRST_STOP = 0: entering Stop mode resets the chip."""
+        return not self.optcr & FLASH_OPTCR_NRST_STOP
+
+    @property
+    def reset_on_standby(self) -> bool:
+        return not self.optcr & FLASH_OPTCR_NRST_STDBY
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """What the session found out about the target before doing anything to it."""
+    part: Part
+    idcode: int
+    unique_id: bytes
+    options: OptionBytes
+    vdd: float
+    vdd_source: str  # "probe" (measured), "given" (--vdd), "assumed" (the probe does not measure it)
+    psize: int
+    rom_designer: Tuple[int, int]  # JEP106 (continuation, identity) of the ROM table
+    probe: str
+    warnings: Tuple[str, ...] = ()
+
+    @property
+    def dev_id(self) -> int:
+        return self.idcode & DEV_ID_MASK
+
+    @property
+    def rev_id(self) -> int:
+        return self.idcode >> REV_ID_SHIFT
+
+    @property
+    def rev_name(self) -> Optional[str]:
+        return REV_NAMES.get(self.rev_id)
+
+    @property
+    def psize_name(self) -> str:
+        return PSIZE_NAMES[self.psize]
+
+
+def describe_jep106(designer: Tuple[int, int]) -> str:
+    names = {JEP106_ST: "STMicroelectronics", (4, 0x3B): "ARM"}
+    name = names.get(designer, "unknown")
+    return f"{name} (JEP106 {designer[0]}:{designer[1]:#04x})"
+
+
+# --- the physical floor ----------------------------------------------------------------------------------
+
+def program_writes(data: bytes, address: int, psize: int) -> int:
+    """Flash program writes needed for `data` at `address` on erased flash: one per PSIZE-wide unit that
+    holds a byte other than 0xFF (the stub skips units that would clear no bit)."""
+    width = PSIZE_BYTES[psize]
+    head = address % width
+    padded = b"\xff" * head + data + b"\xff" * (-(head + len(data)) % width)
+    erased = b"\xff" * width
+    return sum(1 for i in range(0, len(padded), width) if padded[i:i + width] != erased)
+
+
+def floor_seconds(erased: Iterable[Sector], writes: int, psize: int) -> float:
+    """The least time the flash itself needs for this work (DS8626 Table 40 typical): erases and program
+    writes cannot overlap on a single-bank part (RM0090 3.5), so the floor is their sum."""
+    return sum(ERASE_TYPICAL_S[psize][s.size] for s in erased) + writes * PROGRAM_WRITE_S
+
+
+# --- progress --------------------------------------------------------------------------------------------
+
+# progress(kind, bytes): kind "erase" (a sector finished erasing) or "program" (a buffer was programmed).
+Progress = Callable[[str, int], None]
+
+
+class _ReportingStream(stream._Stream):
+    """stream._Stream that also tells `progress` about each completed erase and program command.
+
+    (f4load.stream has no progress hook yet; this overrides its completion step and nothing else.)"""
+
+    def __init__(self, *args: Any, progress: Optional[Progress], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.progress = progress
+
+    def _on_progress(self, stub_seq: int) -> None:
+        first = self.done + 1
+        super()._on_progress(stub_seq)
+        if self.progress is None:
+            return
+        for seq in range(first, stub_seq + 1):
+            command = self.commands[seq - 1]
+            if command.op == stream.CMD_ERASE_SECTOR and isinstance(command.operation, stream.EraseSector):
+                self.progress("erase", _sector_size(command.operation.sector))
+            elif command.op == stream.CMD_PROGRAM:
+                self.progress("program", command.size)
+
+
+def _sector_size(index: int) -> int:
+    return sectors_for(1024 * KB)[index].size
+
+
+# --- results of the work ---------------------------------------------------------------------------------
+
+@dataclass
+class Outcome:
+    """What one command did to the flash, for the report. Times are seconds; virtual ones only on the
+    virtual chip."""
+    erased: List[Sector] = field(default_factory=list)
+    skipped: List[Sector] = field(default_factory=list)   # touched sectors left alone (unchanged or blank)
+    bytes_programmed: int = 0
+    program_writes: int = 0
+    bytes_kept: int = 0
+    verified: Optional[bool] = None  # None: not verified
+    plan: Optional[Plan] = None
+    streams: List[stream.StreamReport] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    virtual_seconds: Optional[float] = None
+
+    @property
+    def bytes_erased(self) -> int:
+        return sum(s.size for s in self.erased)
+
+    @property
+    def bytes_skipped(self) -> int:
+        return sum(s.size for s in self.skipped)
+
+
+# --- the session -----------------------------------------------------------------------------------------
+
+class Session:
+    """One connected, identified target (see the module docstring). Use as a context manager:
+
+        with Session(probe="sim") as session:
+            outcome = session.program(image)
+    """
+
+    def __init__(self, probe: str = SIM_PROBE, connect: str = "under-reset", reset_run: Optional[bool] = None,
+                 vdd: Optional[float] = None, sim_link: Optional[str] = None,
+                 frequency: Optional[int] = None) -> None:
+        if connect not in CONNECT_MODES:
+            raise UsageError(f"connect mode {connect!r}: choose one of {', '.join(CONNECT_MODES)}")
+        self.probe_name = probe
+        self.connect_mode = connect
+        self.reset_run = reset_run
+        self.given_vdd = vdd
+        self.sim_link = sim_link
+        self.frequency = frequency
+        self.pyocd: Any = None
+        self.target: Any = None
+        self.info: Optional[TargetInfo] = None
+        self.stub = StubImage.shipped()
+        # Whether f4load halted the core (a reset-and-run at the end then brings the application back).
+        self.halted_by_us = connect != "attach"
+        self._commands_at_open: Optional[int] = None
+        self._virtual_at_open: Optional[float] = None
+
+    @property
+    def is_sim(self) -> bool:
+        return self.probe_name.lower() in (SIM_PROBE, SIM_UNIQUE_ID)
+
+    # --- connect and identify --------------------------------------------------------------------------
+    def __enter__(self) -> Session:
+        self.open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def open(self) -> TargetInfo:
+        from pyocd.core.helpers import ConnectHelper
+
+        options: Dict[str, Any] = {
+            "connect_mode": self.connect_mode,
+            "target_override": "cortex_m",
+            # f4load decides what happens to the core at the end (close()); pyocd must not resume it, which
+            # after a flash operation would run the stub's BKPT with debugging disabled.
+            "resume_on_disconnect": False,
+        }
+        if self.frequency:
+            options["frequency"] = self.frequency
+        unique_id = SIM_UNIQUE_ID if self.is_sim else self.probe_name
+        if self.is_sim and self.sim_link:
+            options[SIM_LINK_OPTION] = self.sim_link
+        try:
+            session = ConnectHelper.session_with_chosen_probe(unique_id=unique_id, blocking=False, options=options)
+        except pyocd_errors.Error as error:
+            raise ConnectError(f"probe {self.probe_name}: {_one_line(error)}") from None
+        if session is None:
+            raise ConnectError(f"no debug probe with unique ID {unique_id!r} found (`pyocd list` shows the probes; "
+                               f"--probe sim uses the virtual STM32F407)")
+        try:
+            session.open()
+        except (pyocd_errors.Error, OSError) as error:
+            try:
+                session.close()
+            except Exception:  # noqa: BLE001 - the open failure is the one to report
+                pass
+            hint = (" (is NRST wired to the probe? try --connect halt or --connect attach)"
+                    if self.connect_mode == "under-reset" and not self.is_sim else "")
+            raise ConnectError(f"cannot connect through probe {self.probe_name}: {_one_line(error)}{hint}") from None
+        self.pyocd = session
+        self.target = session.target
+        self._commands_at_open = self.probe_commands
+        self._virtual_at_open = self.virtual_now()
+        try:
+            self.info = self._identify()
+        except BaseException:
+            self.close()
+            raise
+        return self.info
+
+    def _identify(self) -> TargetInfo:
+        target = self.target
+        try:
+            idcode = target.read32(DBGMCU_IDCODE)
+            dev_id = idcode & DEV_ID_MASK
+            if dev_id != DEV_ID_F40X_41X:
+                raise TargetIdentityError(
+                    f"not an STM32F405/407/415/417: DBGMCU_IDCODE is {idcode:#010x}, DEV_ID {dev_id:#05x} "
+                    f"(expected {DEV_ID_F40X_41X:#05x}); f4load programs this family only")
+            f_size_kb = target.read16(F_SIZE)
+            try:
+                _, part = part_for_flash_kb(f_size_kb)
+            except ValueError:
+                raise TargetIdentityError(
+                    f"F_SIZE (0x1FFF7A22) reads {f_size_kb} KB, not a flash size of the STM32F405/407/415/417 "
+                    "(512 or 1024 KB): clone silicon?") from None
+            uid = struct.pack("<3I", *target.read_memory_block32(UNIQUE_ID, 3))
+            options = OptionBytes(target.read32(FLASH_OPTCR))
+            pidr = target.read_memory_block32(ROM_PIDR0, 3)
+            pidr4 = target.read32(ROM_PIDR4)
+        except pyocd_errors.TransferError as error:
+            raise ConnectError(f"cannot read the target's identity: {_one_line(error)}") from None
+        designer = (pidr4 & 0xF, ((pidr[1] >> 4) & 0xF) | ((pidr[2] & 0x7) << 4))
+        rev_id = idcode >> REV_ID_SHIFT
+        part = Part(part.name, part.flash_size, dev_id, rev_id)
+        warnings = []
+        if designer != JEP106_ST:
+            warnings.append(f"the debug ROM table was designed by {describe_jep106(designer)}, not by ST: "
+                            "this is probably not ST silicon (a clone); its flash may behave differently")
+        if rev_id not in REV_NAMES:
+            warnings.append(f"REV_ID {rev_id:#06x} is not a revision ST shipped for this family (a clone?)")
+        vdd, source = self._supply_voltage()
+        if source == "assumed":
+            warnings.append(f"the probe does not measure VDD: assuming {ASSUMED_VDD} V (x32); pass --vdd if the "
+                            "supply is lower")
+        try:
+            psize = protocol.psize_for_voltage(vdd)
+        except ValueError as error:
+            raise ConnectError(f"{error} ({'measured by the probe' if source == 'probe' else 'given'}); "
+                               "check the supply, or pass --vdd if the probe misreads it") from None
+        return TargetInfo(part=part, idcode=idcode, unique_id=uid, options=options, vdd=vdd, vdd_source=source,
+                          psize=psize, rom_designer=designer, probe=self._probe_description(),
+                          warnings=tuple(warnings))
+
+    def _supply_voltage(self) -> Tuple[float, str]:
+        if self.given_vdd is not None:
+            return float(self.given_vdd), "given"
+        measured = probe_supply_voltage(self.pyocd.probe)
+        if measured is None:
+            return ASSUMED_VDD, "assumed"
+        return measured, "probe"
+
+    def _probe_description(self) -> str:
+        probe = self.pyocd.probe
+        try:
+            return f"{probe.vendor_name} {probe.product_name} ({probe.unique_id})"
+        except Exception:  # noqa: BLE001 - a description is not worth failing for
+            return str(self.probe_name)
+
+    # --- counters --------------------------------------------------------------------------------------
+    @property
+    def probe_commands(self) -> Optional[int]:
+        """Probe commands so far (the virtual probe counts them; pyocd's real probes do not)."""
+        count = getattr(self.pyocd.probe, "commands", None) if self.pyocd is not None else None
+        return count if isinstance(count, int) else None
+
+    @property
+    def commands_since_open(self) -> Optional[int]:
+        now = self.probe_commands
+        return None if now is None or self._commands_at_open is None else now - self._commands_at_open
+
+    @property
+    def virtual_since_open(self) -> Optional[float]:
+        """Virtual seconds since the probe connected (virtual chip only)."""
+        now = self.virtual_now()
+        return None if now is None or self._virtual_at_open is None else now - self._virtual_at_open
+
+    def virtual_now(self) -> Optional[float]:
+        """Virtual seconds on the virtual chip's clock, None on real hardware."""
+        if not self.is_sim or self.pyocd is None:
+            return None
+        clock = getattr(self.pyocd.probe, "clock", None)
+        return float(clock.seconds) if clock is not None else None
+
+    # --- memory ----------------------------------------------------------------------------------------
+    def read(self, address: int, length: int) -> bytes:
+        """`length` bytes from `address`, through word reads where possible (a probe moves 32-bit blocks far
+        faster than bytes)."""
+        out = bytearray()
+        start, end = address & ~3, (address + length + 3) & ~3
+        try:
+            at = start
+            while at < end:
+                count = min(READ_BLOCK, end - at)
+                words = self.target.read_memory_block32(at, count // 4)
+                out += struct.pack(f"<{len(words)}I", *words)
+                at += count
+        except pyocd_errors.TransferFaultError as error:
+            raise UsageError(f"cannot read {length} bytes at {address:#010x}: {_one_line(error)}") from None
+        except pyocd_errors.TransferError as error:
+            raise LinkError(f"the probe failed while reading {address:#010x}: {_one_line(error)}") from None
+        return bytes(out[address - start:address - start + length])
+
+    # --- running the stub ------------------------------------------------------------------------------
+    def run(self, operations: Sequence[stream.Operation], progress: Optional[Progress] = None
+            ) -> stream.StreamReport:
+        """Run `operations` through the stub's stream. Stream errors become SessionErrors of the right class;
+        a failure the stub reports stays a StubError (a StreamCommandError) with all its fields."""
+        assert self.info is not None
+        self._halt_for_work()
+        config = protocol.config_word(self.info.psize)
+        runner = _ReportingStream(self.target, self.stub, config, protocol.const("F4LOAD_RAM_BASE"),
+                                  stream.STALL_TIMEOUT_S, progress=progress)
+        try:
+            return runner.run(operations)
+        except stream.TargetResetError as error:
+            raise LinkError(f"the target reset while f4load was working on it: {error}") from error
+        except stream.LinkLostError as error:
+            raise LinkError(f"lost the target: {error}") from error
+        except stream.StreamCommandError:
+            raise
+        except stream.StreamError as error:
+            raise SessionError(f"the flash stub stopped answering: {error}") from error
+        except pyocd_errors.Error as error:
+            # pyocd refused a step it expected to work (e.g. "core is not halted"): the target changed state
+            # under the host in the middle of the work.
+            raise LinkError(f"the target stopped responding as expected during the work: {_one_line(error)} "
+                            "(did it reset?)") from error
+
+    def _halt_for_work(self) -> None:
+        """Halt a running core (--connect attach) for the stub. The IWDG is frozen first: an application
+        may have started it, and between the halt and the stub's first refresh it would otherwise keep
+        counting and reset the chip (DBG_IWDG_STOP stops it while the core is halted, RM0090 38.16.4)."""
+        self.halted_by_us = True
+        try:
+            if self.target.is_halted():
+                return
+            self.target.write32(DBGMCU_APB1_FZ, self.target.read32(DBGMCU_APB1_FZ) | DBGMCU_APB1_FZ_DBG_IWDG_STOP)
+            self.target.halt()
+            if not self.target.is_halted():
+                raise LinkError("the core did not halt: the target reset or stopped answering")
+        except pyocd_errors.TransferError as error:
+            raise LinkError(f"lost the target while halting it: {_one_line(error)}") from None
+
+    def sector_crcs(self, sectors: Sequence[Sector]) -> Dict[int, int]:
+        """{sector index: CRC of the whole sector} by the target's CRC unit (one stream)."""
+        if not sectors:
+            return {}
+        report = self.run([stream.Crc(s.start, s.size) for s in sectors])
+        values = stream.crc_map(report)
+        return {s.index: values[(s.start, s.size)] for s in sectors}
+
+    # --- checks made before anything is erased ---------------------------------------------------------
+    def check_not_read_protected(self) -> None:
+        assert self.info is not None
+        options = self.info.options
+        if options.rdp_level:
+            raise ProtectionError(
+                f"read-out protection level {options.rdp_level} is active (RDP byte {options.rdp:#04x}): with a "
+                "debugger attached the flash can be neither read nor erased nor programmed (RM0090 3.7.3). "
+                "Going back to level 0 mass-erases the whole flash; f4load does not change option bytes")
+
+    def check_not_write_protected(self, sectors: Iterable[Sector]) -> None:
+        assert self.info is not None
+        protected = set(self.info.options.write_protected(self.info.part))
+        hit = sorted(s.index for s in sectors if s.index in protected)
+        if hit:
+            raise ProtectionError(
+                f"write-protected sector{'s' if len(hit) > 1 else ''} {_sector_list(hit)} would have to change "
+                f"(option bytes nWRP = {self.info.options.nwrp:#05x}); nothing was erased. Clear the protection "
+                "in the option bytes first (f4load does not change option bytes)")
+
+    # --- the commands --------------------------------------------------------------------------------------
+    def program(self, image: Image, keep: bool = True, verify: bool = True,
+                progress: Optional[Progress] = None, before_work: Optional[Callable[[Plan], None]] = None
+                ) -> Outcome:
+        """Write `image`: sector CRCs -> plan -> erase/program stream (with a CRC of every changed sector
+        when `verify`). `before_work(plan)` is called once the plan is known, before the first erase."""
+        assert self.info is not None
+        part = self.info.part
+        image.check_fits(part)
+        self.check_not_read_protected()
+        outcome, started = Outcome(), self._start_clock()
+        touched = [s for s in part.sectors_touching(image.start, image.end)
+                   if next(image.ranges(s.start, s.end), None) is not None]
+        crcs = self.sector_crcs(touched)
+        work = plan(image, part, keep=keep, target_crc=lambda s: crcs[s.index], read_back=self.read)
+        outcome.plan = work
+        changing = [s for s in work.sectors if s.action is not Action.SKIP]
+        self.check_not_write_protected(s.sector for s in changing)
+        if before_work is not None:
+            before_work(work)
+        operations: List[stream.Operation] = []
+        for op in work.operations():
+            if isinstance(op, Erase):
+                operations.append(stream.EraseSector(op.sector.index))
+            else:
+                operations.append(stream.Program(op.address, op.data))
+                outcome.program_writes += program_writes(op.data, op.address, self.info.psize)
+        if verify:
+            operations += [stream.Crc(s.sector.start, s.sector.size) for s in changing]
+        if operations:
+            outcome.streams.append(self.run(operations, progress))
+        outcome.erased = [s.sector for s in work.sectors if s.action.erases]
+        outcome.skipped = [s.sector for s in work.sectors if s.action is Action.SKIP]
+        outcome.bytes_programmed = work.bytes_programmed
+        outcome.bytes_kept = work.bytes_kept
+        if verify:
+            values = stream.crc_map(outcome.streams[-1]) if changing else {}
+            bad = [(s.sector.start, s.sector.size, s.crc, values[(s.sector.start, s.sector.size)])
+                   for s in changing if values[(s.sector.start, s.sector.size)] != s.crc]
+            self._finish_clock(outcome, started)
+            if bad:
+                raise VerifyError(_mismatch_text(bad, part), bad)
+            outcome.verified = True
+        else:
+            self._finish_clock(outcome, started)
+        return outcome
+
+    def erase(self, sectors: Sequence[int], force: bool = False, progress: Optional[Progress] = None,
+              before_work: Optional[Callable[[List[Sector]], None]] = None) -> Outcome:
+        """Erase the sectors with these indexes. Sectors already blank (by the target's CRC) are skipped
+        unless `force`: an erase costs 0.25-2 s and wears the flash, a CRC about a millisecond.
+        `before_work(sectors)` is called with the sectors about to be erased, before the first erase."""
+        chosen = self._sectors(sectors)
+        self.check_not_read_protected()
+        outcome, started = Outcome(), self._start_clock()
+        if force:
+            to_erase = chosen
+        else:
+            crcs = self.sector_crcs(chosen)
+            to_erase = [s for s in chosen if crcs[s.index] != blank_crc(s.size)]
+            outcome.skipped = [s for s in chosen if s not in to_erase]
+        self.check_not_write_protected(to_erase)
+        if before_work is not None:
+            before_work(to_erase)
+        if to_erase:
+            outcome.streams.append(self.run([stream.EraseSector(s.index) for s in to_erase], progress))
+        outcome.erased = to_erase
+        self._finish_clock(outcome, started)
+        return outcome
+
+    def verify(self, image: Image) -> Outcome:
+        """Compare the flash with `image` by CRC (one per sector the image touches, over the image's
+        word-aligned ranges; bytes of an edge word outside the image are taken from the target)."""
+        assert self.info is not None
+        part = self.info.part
+        image.check_fits(part)
+        self.check_not_read_protected()
+        outcome, started = Outcome(), self._start_clock()
+        ranges: List[Tuple[int, int, int]] = []  # (address, size, expected CRC)
+        for sector in part.sectors_touching(image.start, image.end):
+            for a, b in image.ranges(sector.start, sector.end):
+                start, end = a & ~3, (b + 3) & ~3
+                expected = bytearray(image.data_at(start, end - start))
+                if start < a:
+                    expected[:a - start] = self.read(start, a - start)
+                if b < end:
+                    expected[b - start:] = self.read(b, end - b)
+                ranges.append((start, end - start, stm32_crc32(bytes(expected))))
+        report = self.run([stream.Crc(a, size) for a, size, _ in ranges])
+        outcome.streams.append(report)
+        values = stream.crc_map(report)
+        bad = [(a, size, crc, values[(a, size)]) for a, size, crc in ranges if values[(a, size)] != crc]
+        self._finish_clock(outcome, started)
+        if bad:
+            raise VerifyError(_mismatch_text(bad, part, self._first_difference(image, bad), image.source), bad)
+        outcome.verified = True
+        return outcome
+
+    def _first_difference(self, image: Image, bad: Sequence[Tuple[int, int, int, int]]) -> Optional[int]:
+        """The first address where the flash differs from the image, read back (only after a CRC mismatch)."""
+        address, size = bad[0][0], bad[0][1]
+        actual = self.read(address, size)
+        for a, b in image.ranges(address, address + size):
+            expected = image.data_at(a, b - a)
+            for i, (x, y) in enumerate(zip(expected, actual[a - address:b - address])):
+                if x != y:
+                    return a + i
+        return None
+
+    def _sectors(self, indexes: Sequence[int]) -> List[Sector]:
+        assert self.info is not None
+        part = self.info.part
+        missing = sorted(set(i for i in indexes if not 0 <= i < len(part.sectors)))
+        if missing:
+            raise UsageError(f"the {part.name} has sectors 0-{len(part.sectors) - 1} only "
+                             f"({part.flash_size // KB} KB of flash); no sector {_sector_list(missing)}")
+        return [part.sectors[i] for i in sorted(set(indexes))]
+
+    def _start_clock(self) -> Tuple[float, Optional[float]]:
+        return time.monotonic(), self.virtual_now()
+
+    def _finish_clock(self, outcome: Outcome, started: Tuple[float, Optional[float]]) -> None:
+        outcome.wall_seconds = time.monotonic() - started[0]
+        now = self.virtual_now()
+        if now is not None and started[1] is not None:
+            outcome.virtual_seconds = now - started[1]
+
+    # --- leaving ---------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Leave the target in a known state, then close the probe. Best effort: a target that is gone
+        cannot be put anywhere, and the failure that got us here is the one to report."""
+        session, self.pyocd = self.pyocd, None
+        if session is None:
+            return
+        try:
+            self._leave_target(session)
+        except Exception as error:  # noqa: BLE001 - see the docstring
+            LOG.warning("could not leave the target in a known state: %s", _one_line(error))
+        try:
+            session.close()
+        except Exception as error:  # noqa: BLE001
+            LOG.warning("closing the probe failed: %s", _one_line(error))
+
+    def _leave_target(self, session: Any) -> None:
+        target = self.target
+        reset_run = self.reset_run if self.reset_run is not None else self.halted_by_us
+        if self.halted_by_us or reset_run:
+            # The stub stopped: the core halted (after a failure it may still be in the stub).
+            if not target.is_halted():
+                target.halt()
+            # FLASH_CR locked. Never write CR while BSY is set: the write would stall the bus (RM0090 3.6).
+            if not target.read32(FLASH_SR) & FLASH_SR_BSY and not target.read32(FLASH_CR) & FLASH_CR_LOCK:
+                target.write32(FLASH_CR, FLASH_CR_LOCK)
+        if reset_run:
+            # Reset with the core halted at the vector, then let pyocd resume it and switch debug off on
+            # disconnect: the application starts as after power-on.
+            target.reset_and_halt()
+            session.options.set("resume_on_disconnect", True)
+
+
+def _mismatch_text(bad: Sequence[Tuple[int, int, int, int]], part: Part, first: Optional[int] = None,
+                   reference: str = "what was written") -> str:
+    lines = [f"verify failed: {len(bad)} range{'s' if len(bad) > 1 else ''} differ{'s' if len(bad) == 1 else ''} "
+             f"from {reference}"]
+    for address, size, expected, actual in bad[:8]:
+        sector = part.sector_at(address)
+        where = f" (sector {sector.index})" if sector is not None else ""
+        lines.append(f"  {address:#010x}+{size:#x}{where}: CRC {actual:#010x}, expected {expected:#010x}")
+    if first is not None:
+        lines.append(f"  first differing byte at {first:#010x}")
+    return "\n".join(lines)
+
+
+def _sector_list(indexes: Sequence[int]) -> str:
+    return ", ".join(str(i) for i in indexes)
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
+
+
+def parse_sectors(text: str) -> List[int]:
+    """"0-3,5" -> [0, 1, 2, 3, 5]. ValueError with a reason for anything else."""
+    out: List[int] = []
+    for item in text.replace(" ", "").split(","):
+        if not item:
+            raise ValueError(f"empty item in sector list {text!r}")
+        low, dash, high = item.partition("-")
+        try:
+            first, last = int(low, 0), int(high, 0) if dash else int(low, 0)
+        except ValueError:
+            raise ValueError(f"{item!r} is not a sector number or a range like 0-3") from None
+        if first > last:
+            raise ValueError(f"sector range {item!r} runs backwards")
+        out.extend(range(first, last + 1))
+    return sorted(set(out))
+

@@ -1,0 +1,144 @@
+"""The state the parts of the virtual chip share, and the bookkeeping they all use.
+
+`Chip` (chip.py) is assembled from parts that each read in one sitting: `ChipCore` (core.py), `ChipBus`
+(bus.py), `ChipFlashWait` (flash_wait.py) and `ChipExceptions` (exceptions.py). They all derive from
+`ChipBase`, which declares every attribute `Chip.__init__` sets (the one list of the chip's state) and, for
+the type checker only, the methods one part calls in another. It also keeps the IWDG and CYCCNT in step with
+the run state (halted, running, in reset).
+"""
+from __future__ import annotations
+
+import ctypes
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
+
+from unicorn import Uc
+
+from f4load.part import Part
+from f4load.sim.clock import VirtualClock
+from f4load.sim.debug import HFSR_FORCED, SystemControlSpace
+from f4load.sim.faults import Faults
+from f4load.sim.flash import FlashInterface, OptionBytes
+from f4load.sim.peripherals import CrcUnit, Iwdg, Rcc
+
+
+class ChipBase:
+    """Shared state of `Chip` (set in `Chip.__init__`), and IWDG/CYCCNT bookkeeping."""
+
+    # --- identity and models --------------------------------------------------------------------------
+    faults: Faults
+    clock: VirtualClock
+    part: Part
+    options: OptionBytes
+    unique_id: bytes
+    flash: FlashInterface
+    rcc: Rcc
+    iwdg: Iwdg
+    crc: CrcUnit
+    uc: Uc
+    scs: SystemControlSpace
+    on_flash_operation: Optional[Callable[[str, str], None]]  # for tools: (kind, phase)
+
+    # --- core and debug state (docs/sim.md) -----------------------------------------------------------
+    halted: bool
+    lockup: bool
+    sleeping: bool
+    dfsr: int
+    demcr: int
+    debugen: bool
+    reset_seen: bool  # DHCSR.S_RESET_ST
+    retired: bool  # DHCSR.S_RETIRE_ST
+    _nrst: bool
+    active_exception: int  # IPSR
+    _exception_stack: List[int]
+    _thumb: bool  # EPSR.T
+    _core_ps: int  # when the core's next instruction executes (may run ahead of the clock)
+    _idle_until: Optional[int]  # idle loop: the core waits until then
+    _wait_flash: bool  # stalled on a flash access while BSY=1
+    _stuck_since: Optional[int]  # when the core started polling a stuck BSY
+    _block_address: int  # the translated block the core is executing
+    _bsy_read_block: Optional[int]  # the block whose SR read last saw BSY=1
+    _loop_io: bool  # an MMIO access happened since the idle-loop snapshot
+    _in_run: bool
+    _stepping: bool
+    _deadline: int
+    _stop: Optional[Tuple]  # why the current run stopped (set by hooks)
+    _pending_reset: Optional[str]
+    _last_reset: Optional[Tuple[str, int, int]]
+    _resume_pc: Optional[int]  # an FPB breakpoint here is skipped once after a resume
+    _iwdg_counting: bool
+    # counters for tests and tools
+    instructions: int
+    resets: Dict[str, int]
+    poll_skips: int
+    idle_loops: int
+
+    # --- memory ---------------------------------------------------------------------------------------
+    _flash_mem: bytearray
+    _flash_c: ctypes.Array[ctypes.c_ubyte]
+    _flash_size: int
+    _flash_fixups: List[Tuple[int, bytes]]
+    _flash_code_cached: bool  # a block from flash has been translated since the last flush
+    _flash_changed: bool
+    _flash_prot: Optional[int]
+    _dirty: List[Tuple[int, int]]  # RAM ranges written by the host: flushed from the translation cache
+    _block_sizes: Dict[Tuple[int, int], Tuple[int, bool]]
+    _bp_hooks: Dict[int, int]
+    _periph_read: Dict[int, Callable[[int, int], int]]
+    _periph_write: Dict[int, Callable[[int, int, int], None]]
+
+    # --- IWDG and CYCCNT follow the run state ----------------------------------------------------------
+    def _sync_iwdg(self) -> None:
+        self.iwdg.sync(self.clock.now_ps, self._iwdg_counting)
+
+    def _iwdg_should_count(self) -> bool:
+        """The IWDG stops while the core is halted and DBGMCU_APB1_FZ.DBG_IWDG_STOP is set (RM0090 38.16.4),
+        and while NRST holds the chip in reset."""
+        if self._nrst:
+            return False
+        return not (self.halted and self.scs.iwdg_frozen_when_halted)
+
+    def before_freeze_change(self) -> None:
+        """Called by the SCS before DBGMCU_APB1_FZ changes."""
+        self._sync_iwdg()
+
+    def after_freeze_change(self) -> None:
+        """Called by the SCS after DBGMCU_APB1_FZ changed."""
+        self._iwdg_counting = self._iwdg_should_count()
+
+    def _run_state_changed(self) -> None:
+        """Halted/running/reset changed: settle the IWDG and CYCCNT with the old state, then switch."""
+        self._sync_iwdg()
+        self._iwdg_counting = self._iwdg_should_count()
+        self.scs.sync_cycle_counter()
+
+    # --- what one part calls in another (declarations for the type checker) ----------------------------
+    if TYPE_CHECKING:
+        # core.py
+        def advance(self, ps: int) -> None: ...
+        def halt(self, dfsr_bits: int) -> None: ...
+        def read_core_register(self, regsel: int) -> int: ...
+        def _stop_run(self, reason: Tuple) -> None: ...
+        def _flush_all_code(self) -> None: ...
+        def _sync_flash_protection(self) -> None: ...
+        # flash_wait.py
+        def _flash_register_read(self, offset: int, size: int, core: bool = False) -> int: ...
+        def _flash_register_write(self, offset: int, size: int, value: int, core: bool = False) -> None: ...
+        def _wait_for_flash_in_run(self) -> bool: ...
+        def _stall_debugger_while_busy(self) -> None: ...
+        # bus.py
+        def _apply_flash_fixups(self) -> None: ...
+        def _core_read32(self, address: int) -> Optional[int]: ...
+        def _executable(self, address: int) -> bool: ...
+        def _halfword(self, address: int) -> Optional[int]: ...
+        def _mmio_read(self, uc: Uc, offset: int, size: int, base: int) -> int: ...
+        def _mmio_write(self, uc: Uc, offset: int, size: int, value: int, base: int) -> None: ...
+        def _on_store_to_readonly(self, uc: Uc, access: int, address: int, size: int, value: int,
+                                  _: object) -> bool: ...
+        def _on_bad_access(self, uc: Uc, access: int, address: int, size: int, value: int,
+                           _: object) -> bool: ...
+        # exceptions.py
+        def reset(self, cause: str) -> None: ...
+        def _take_fault(self, cfsr: int, bfar: Optional[int] = None, hfsr: int = HFSR_FORCED) -> None: ...
+        def _enter_exception(self, number: int, return_pc: int) -> None: ...
+        def _exception_return(self) -> None: ...
+        def _priority_below_zero(self) -> bool: ...
