@@ -62,3 +62,8 @@ LINK_MODELS: Dict[str, LinkModel] = {
     "ideal": LinkModel("ideal", 0, 1_000_000_000, 1, 1 << 20),
 }
 DEFAULT_LINK_MODEL = "stlink-v2"
+
+# The core runs from HSI at 16 MHz (the clock after reset, RM0090 6.2.2; the PLL is not modelled) and the model
+# charges one cycle per instruction.
+CORE_HZ = 16_000_000
+CYCLE_PS = PS_PER_S // CORE_HZ  # 62_500 ps

@@ -75,6 +75,7 @@ from f4load.sim.armv7m import (
     XPSR_T,
 )
 from f4load.sim.base import ChipBase
+from f4load.sim.clock import CYCLE_PS
 from f4load.sim.debug import (
     CFSR_IACCVIOL,
     CFSR_IBUSERR,
@@ -88,7 +89,6 @@ from f4load.sim.debug import (
 )
 from f4load.sim.memory_map import MMIO_REGIONS, system_memory_image
 
-CYCLE_PS = 62_500  # one core cycle at 16 MHz (HSI)
 # emu_start's "until": an odd address, never equal to a Thumb PC, so only our hooks end a run.
 NEVER = 0xFFFF_FFFF
 # UC_HOOK_INTR numbers (QEMU's EXCP_*).

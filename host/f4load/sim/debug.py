@@ -34,6 +34,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Dict, Tuple
 
 from f4load.registers import DBGMCU_APB1_FZ, DBGMCU_APB2_FZ, DBGMCU_CR, DBGMCU_IDCODE, ROM_TABLE_BASE
+from f4load.sim.clock import CYCLE_PS
 from f4load.sim.flash import BusFault
 
 if TYPE_CHECKING:
@@ -165,7 +166,6 @@ DWT_PCSR_OFF = 0x01C
 DWT_CTRL_NUMCOMP = 4 << 28
 DWT_CTRL_CYCCNTENA = 1 << 0
 DWT_CTRL_WRITABLE = 0x007F_1FFF
-CYCLE_PS = 62_500  # HSI 16 MHz (docs/sim.md: the one core clock of the model)
 
 # FPB (ARMv7-M C1.11, FPBv1).
 FP_CTRL_OFF = 0x000
