@@ -50,6 +50,61 @@ def build_stub(c, keep=""):
 
 
 @task(help={"link": "link model of the virtual probe (default stlink-v2)",
+            "out": "markdown table to write (default docs/bench.md; '' for none)"})
+def bench(c, link="stlink-v2", out="docs/bench.md"):
+    """f4load vs pyocd + our stub vs pyocd + Keil FLM on the virtual chip: 512 KB, re-flash, one sector."""
+    from pathlib import Path
+
+    from f4load import bench as benchmark
+
+    print(f"512 KB random image (seed {benchmark.SEED}), STM32F407VE, link {link}, a fresh virtual chip per run")
+    result = benchmark.run_bench(link=link, say=print)
+    for text, ok in result.checks:
+        print(f"{'PASS' if ok else 'FAIL'}: {text}")
+    if out:
+        path = Path(__file__).resolve().parent / out
+        path.write_text(benchmark.markdown(result))
+        print(f"wrote {path.relative_to(Path(__file__).resolve().parent)}")
+    if not result.passed:
+        sys.exit(1)
+
+
+@task(help={"link": "link model of the virtual probe (default stlink-v2)"})
+def demo(c, link="stlink-v2"):
+    """Build examples/blinky.c, flash it twice onto a fresh virtual chip with `f4load`, then a 256 KB .hex."""
+    import os
+    import random
+    import tempfile
+    from pathlib import Path
+
+    import bincopy
+
+    from f4load.sim import state as sim_state
+
+    root = Path(__file__).resolve().parent
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "f4load" / "demo-chip"
+    sim_state.reset_state(cache)
+    print(f"virtual chip (fresh, erased): {cache}")
+    env = {"F4LOAD_SIM_STATE": str(cache), "F4LOAD_SIM_LINK": link}
+    with tempfile.TemporaryDirectory(prefix="f4load-demo-") as tmp:
+        elf = Path(tmp) / "blinky.elf"
+        c.run(f"arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb -Os -nostdlib -ffreestanding "
+              f"-T {root / 'examples/blinky.ld'} {root / 'examples/blinky.c'} -o {elf}", echo=True)
+        print("\n# first time: sector 0 is blank, so it is programmed without an erase")
+        c.run(f"f4load --probe sim {elf}", env=env, pty=True, echo=True)
+        print("\n# the same file again: the sector's CRC matches, nothing is erased or programmed")
+        c.run(f"f4load --probe sim {elf}", env=env, pty=True, echo=True)
+        # A larger sample (deterministic random bytes) in sectors 6-7, so the progress bar means something.
+        sample = Path(tmp) / "sample-256k.hex"
+        data = random.Random(407).randbytes(256 * 1024)
+        hexfile = bincopy.BinFile()
+        hexfile.add_binary(data, address=0x0804_0000)
+        sample.write_text(hexfile.as_ihex())
+        print("\n# a 256 KB Intel HEX at 0x08040000 (sectors 6 and 7)")
+        c.run(f"f4load --probe sim {sample}", env=env, pty=True, echo=True)
+
+
+@task(help={"link": "link model of the virtual probe (default stlink-v2)",
             "size_kb": "image size in KB (default 512)"})
 def bench_algo(c, link="stlink-v2", size_kb=512):
     """pyocd + f4load's stub versus pyocd + Keil's FLM: erase+program a random image on the virtual chip."""

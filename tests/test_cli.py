@@ -230,7 +230,8 @@ def test_write_protected_sector_fails_before_anything_is_erased(chip: Path, tmp_
     app = data(40 * KB, seed=11)  # sectors 0, 1, 2
     result = f4load(write(tmp_path / "app.bin", app))
     assert result.exit_code == EXIT_FLASH
-    assert "write-protected sector 1" in result.stderr and "nothing was erased" in result.stderr
+    assert "sector 1 is write-protected" in result.stderr and "nothing was erased" in result.stderr
+    assert "Run `f4load unprotect 1`" in result.stderr
     assert flash(chip, FLASH_START, 64 * KB) == b"\xff" * 64 * KB
 
 
@@ -239,6 +240,7 @@ def test_read_protection_is_refused_before_anything_is_erased(chip: Path, tmp_pa
     result = f4load(write(tmp_path / "app.bin", data(1000, seed=22)))
     assert result.exit_code == EXIT_FLASH
     assert "read-out protection level 1" in result.stderr
+    assert "Run `f4load rdp 0`" in result.stderr and "mass-erases the whole flash" in result.stderr
     assert flash(chip, FLASH_START, 16 * KB) == b"\xff" * 16 * KB
 
 

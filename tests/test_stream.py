@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence, Tuple
 
 import pytest
+from pyocd.core import exceptions as pyocd_exceptions
 
 from f4load import protocol, registers
 from f4load.crc import stm32_crc32
@@ -21,6 +22,7 @@ from f4load.stream import (
     LinkLostError,
     Program,
     StreamCommandError,
+    StubRunner,
     TargetResetError,
     run_stream,
 )
@@ -29,6 +31,7 @@ from f4load.stub_image import StubImage
 STUB = StubImage.shipped()
 OFFSET_SLOTS_1 = OFFSET_SLOTS + protocol.ffi.sizeof("struct f4load_command")  # slot of command 1
 SECTORS = sectors_for(512 * KB)
+BUFFER = protocol.const("F4LOAD_BUFFER_SIZE")
 FLOOR_512K_S = 6.65  # erase sectors 0-7 + program 512 KB at x32, DS8626 typical (the digest)
 
 
@@ -278,3 +281,115 @@ def test_idle_stub_waits_through_the_application_watchdog_and_answers_later():
     assert stub.queue_word(OFFSET_STUB_SEQ) == 1
     assert stub.queue_word(OFFSET_STATUS) == protocol.const("F4LOAD_STATUS_STOPPED")
     assert not stub.chip.resets.get("iwdg")
+
+
+# --- progress, several batches on one loaded stub, the target changing under the host --------------------
+
+def test_progress_reports_each_erase_program_buffer_and_crc_as_it_completes(sim_session):
+    data = _random(2 * BUFFER + 10, seed=11)
+    seen = []
+    run_stream(sim_session.target, STUB, [EraseSector(0), Program(FLASH_START, data), Crc(FLASH_START, 64)],
+               progress=lambda operation, nbytes: seen.append((operation, nbytes)))
+    program = Program(FLASH_START, data)
+    assert seen == [(EraseSector(0), 16 * KB), (program, BUFFER), (program, BUFFER), (program, 10),
+                    (Crc(FLASH_START, 64), 64)]
+
+
+def test_stub_runner_keeps_the_stub_loaded_across_batches(sim_session):
+    target = sim_session.target
+    data = _random(6 * KB, seed=12)
+    with StubRunner(target, STUB) as runner:
+        before = runner.run([Crc(SECTORS[1].start, SECTORS[1].size)])
+        # Between batches: core halted at the halt word, the stub still initialised (FLASH_CR unlocked by
+        # Init, no UnInit yet), the target free for the host's own reads.
+        assert target.is_halted() and target.read_core_register("pc") == runner.layout.halt_address
+        assert not target.read32(registers.FLASH_CR) & registers.FLASH_CR_LOCK
+        assert _read_flash(sim_session, SECTORS[1].start, 16) == b"\xff" * 16
+        after = runner.run([EraseSector(1), Program(SECTORS[1].start, data), Crc(SECTORS[1].start, len(data))])
+    assert before.crcs[0].value == stm32_crc32(b"\xff" * SECTORS[1].size)
+    assert after.crcs[0].value == stm32_crc32(data)
+    assert (after.sectors_erased, after.bytes_programmed) == (1, len(data))
+    assert target.read32(registers.FLASH_CR) & registers.FLASH_CR_LOCK  # UnInit on leaving
+
+
+def test_stub_runner_loads_the_stub_once(open_session):
+    session = open_session()
+    probe = session.probe
+    operations = [Crc(FLASH_START, 4 * KB)]
+    start = probe.bytes_written
+    run_stream(session.target, STUB, operations)
+    run_stream(session.target, STUB, operations)
+    twice = probe.bytes_written - start
+    start = probe.bytes_written
+    with StubRunner(session.target, STUB) as runner:
+        runner.run(operations)
+        runner.run(operations)
+    once = probe.bytes_written - start
+    assert twice - once >= len(STUB.image)
+
+
+def test_a_reset_between_batches_is_reported_before_the_next_batch_runs(sim_session):
+    target = sim_session.target
+    with pytest.raises(TargetResetError) as caught:
+        with StubRunner(target, STUB) as runner:
+            runner.run([Crc(FLASH_START, 1024)])
+            sim_session.probe.chip.reset("pin")  # the NRST button, while the host was planning
+            runner.run([EraseSector(0)])
+    assert caught.value.reset_flags & registers.RCC_CSR_PINRSTF
+    assert caught.value.request == EraseSector(0)
+
+
+class _ResetsBeforeStream:
+    """The pyocd target, except that the chip browns out just before the host sets up the Stream call:
+    the host's next step finds the core running the application (pyocd: "core is not halted")."""
+
+    def __init__(self, target: Any, chip: Any) -> None:
+        self._target, self._chip, self._calls = target, chip, 0
+
+    def write_core_registers_raw(self, names: Sequence[str], values: Sequence[int]) -> None:
+        self._calls += 1
+        if self._calls == 2:  # 1: Init, 2: Stream
+            self._chip.reset("brownout")
+            self._chip.advance(PS_PER_MS)
+        self._target.write_core_registers_raw(names, values)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target, name)
+
+
+def test_pyocd_refusing_a_step_after_a_reset_is_reported_as_the_reset(sim_session):
+    target = _ResetsBeforeStream(sim_session.target, sim_session.probe.chip)
+    with pytest.raises(TargetResetError) as caught:
+        run_stream(target, STUB, [EraseSector(0)])
+    assert caught.value.reset_flags & registers.RCC_CSR_BORRSTF
+    assert isinstance(caught.value.__cause__, pyocd_exceptions.Error)  # what pyocd raised, kept as the cause
+
+
+# An application in flash that refreshes the IWDG forever: vector table (SP, reset handler), then
+#   0x08000008: ldr r0, [pc, #4]; ldr r1, [pc, #8]; loop: str r1, [r0]; b loop; .word IWDG_KR; .word 0xAAAA
+WATCHDOG_APP = struct.pack("<IIHHHHII", 0x2002_0000, FLASH_START + 8 + 1, 0x4801, 0x4902, 0x6001, 0xE7FD,
+                           registers.IWDG_KR, registers.IWDG_KEY_RELOAD)
+
+
+def test_attached_target_with_a_2ms_watchdog_is_not_reset_between_halt_and_stub(open_session, sim_state_dir):
+    # The application runs with a 2 ms IWDG and refreshes it; the debugger finds it running with
+    # DBG_IWDG_STOP clear. The host must freeze the IWDG before it halts the core: a probe command costs
+    # about 1 ms, and loading the stub and calling Init take several.
+    from f4load.sim import state as sim_state
+
+    chip_state = sim_state.reset_state(sim_state_dir)
+    chip_state.flash[:len(WATCHDOG_APP)] = WATCHDOG_APP
+    sim_state.save_state(chip_state, sim_state_dir)
+    session = _open_with_faults(open_session, sim_state_dir, "iwdg=2ms", link="stlink-v2")
+    target, chip = session.target, session.probe.chip
+    target.write32(registers.DBGMCU_APB1_FZ, 0)
+    target.write32(registers.IWDG_KR, registers.IWDG_KEY_RELOAD)
+    target.resume()
+    chip.advance(10 * PS_PER_MS)
+    target.write32(registers.RCC_CSR, registers.RCC_CSR_RMVF)
+    chip.advance(50 * PS_PER_MS)
+    assert not target.read32(registers.RCC_CSR) & registers.RCC_CSR_IWDGRSTF  # it keeps its watchdog quiet
+    resets = chip.resets.get("iwdg", 0)
+    report = run_stream(target, STUB, [EraseSector(1)])
+    assert report.sectors_erased == 1 and report.reset_flags_before == 0
+    assert chip.resets.get("iwdg", 0) == resets

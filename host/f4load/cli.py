@@ -15,23 +15,23 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Any, Callable, List, Optional, Sequence, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar
 
 import click
 from pyocd.core import exceptions as pyocd_errors
 
 from f4load import __version__
-from f4load.errors import StubError
-from f4load.image import FORMAT_ALIASES, FORMATS, F4LoadError, ImageError, load_image
+from f4load.errors import F4LoadError, SessionError, StubError, UsageError
+from f4load.image import FORMAT_ALIASES, FORMATS, ImageError, load_image
+from f4load.option_bytes import BOR_FIELD, RDP_LEVEL1, OptionBytes
 from f4load.part import FLASH_START
 from f4load.plan import Plan
+from f4load.registers import FLASH_OPTCR_NRST_STDBY, FLASH_OPTCR_NRST_STOP, FLASH_OPTCR_WDG_SW, RDP_LEVEL0, RDP_LEVEL2
 from f4load.report import Report
 from f4load.session import (
     CONNECT_MODES,
     SIM_PROBE,
     Session,
-    SessionError,
-    UsageError,
     parse_sectors,
 )
 
@@ -270,6 +270,9 @@ class _Context:
             if report.command == "info":
                 for line in report.info_lines():
                     click.echo(line)
+            elif report.text_lines:
+                for line in report.text_lines:
+                    click.echo(line)
             else:
                 # `read ... -` writes the data on stdout: the summary must not end up in it.
                 click.echo(report.summary(), err=report.details.get("out") == "-")
@@ -464,6 +467,202 @@ def info(**options: Any) -> None:
     ctx = _Context(**options)
     report = Report("info")
     ctx.run(report, lambda session: None)
+
+
+# --- diagnose --------------------------------------------------------------------------------------------
+
+@cli.command(epilog=EXIT_CODES_HELP, short_help="Find out why a board does not erase or program.")
+@click.option("--attach", "attach", is_flag=True,
+              help="Look at the running target (connect without reset): shows what the application does to the "
+                   "flash interface (sticky FLASH_SR flags, FLASH_CR locked by a wrong key, a started IWDG), "
+                   "which a connection under reset hides.")
+@click.option("--psize", "psize", type=click.Choice(["x8", "x16", "x32"]), default=None,
+              help="The parallelism you intend to use (or another tool uses): checked against the supply.")
+@click.option("--trial-erase", "trial_sector", type=int, default=None, metavar="SECTOR",
+              help="Erase this sector on purpose (its contents are LOST) and report the exact FLASH_SR bits, the "
+                   "time against the datasheet, and whether the chip reset during it.")
+@click.option("--yes", "yes", is_flag=True, help="Do not ask before the trial erase.")
+@target_options
+def diagnose(attach: bool, psize: Optional[str], trial_sector: Optional[int], yes: bool, **options: Any) -> None:
+    """Check everything that makes an STM32F4 refuse to erase or program, and say how to fix it.
+
+    A checklist with a verdict per line (ok / warning / problem): identity (clone detection), supply versus
+    parallelism and BOR level, read and write protection, watchdog option, flash interface state, reset
+    causes, and with --trial-erase a real erase of one sector. The summary names the most likely cause first
+    and the command that fixes it. Exit status 0 when the checks ran, whatever they found (see the verdict).
+    """
+    from f4load.diagnose import diagnose as run_diagnosis
+
+    if attach:
+        options["connect"] = "attach"
+    ctx = _Context(**options)
+    report = Report("diagnose")
+    if trial_sector is not None and not yes and not ctx.as_json:
+        click.confirm(f"The trial erase destroys the contents of sector {trial_sector}. Go on?", abort=True)
+    elif trial_sector is not None and not yes:
+        raise click.UsageError("--trial-erase with --json needs --yes (it destroys that sector)")
+
+    def work(session: Session) -> None:
+        result = run_diagnosis(session, psize=psize, trial_sector=trial_sector)
+        report.details["diagnosis"] = result.as_json()
+        report.text_lines = result.lines()
+
+    ctx.run(report, work)
+
+
+# --- option bytes ----------------------------------------------------------------------------------------
+
+def _option_change(ctx: _Context, report: Report, change: Callable[[Session], Optional[OptionBytes]],
+                   allow_rdp2: bool = False) -> None:
+    """Run `change(session)` -> the new option bytes (None: nothing to do), program them, report both."""
+    def work(session: Session) -> None:
+        assert session.info is not None
+        before = session.info.options
+        new = change(session)
+        report.details["before"] = _options_json(before, session)
+        if new is None:
+            report.details["after"] = report.details["before"]
+            return
+        after = session.set_option_bytes(new, allow_rdp2=allow_rdp2)
+        report.details["after"] = _options_json(after, session)
+        report.details["changed"] = [f"{name} {old} -> {value}" for name, old, value in before.differences(after)]
+
+    ctx.run(report, work)
+
+
+def _options_json(options: OptionBytes, session: Session) -> Dict[str, Any]:
+    assert session.info is not None
+    return {"optcr": options.optcr, "rdp_level": options.rdp_level, "rdp": options.rdp, "nwrp": options.nwrp,
+            "write_protected_sectors": options.write_protected(session.info.part),
+            "wdg_sw": options.software_watchdog, "bor_level": options.bor_level, "bor": options.bor_name,
+            "nrst_stop": not options.reset_on_stop, "nrst_stdby": not options.reset_on_standby}
+
+
+def _sector_indexes(text: str) -> List[int]:
+    try:
+        return parse_sectors(text)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="SECTORS") from None
+
+
+def _check_sectors(session: Session, indexes: Sequence[int]) -> None:
+    session._sectors(indexes)  # UsageError for a sector the part does not have
+
+
+@cli.command(epilog=EXIT_CODES_HELP, short_help="Write-protect sectors (option bytes nWRP).")
+@click.argument("sectors")
+@target_options
+def protect(sectors: str, **options: Any) -> None:
+    """Write-protect SECTORS (e.g. 0-3): their nWRP bits become 0, and erase/program of them fails with WRPERR
+    until `f4load unprotect` (RM0090 3.7.1)."""
+    indexes = _sector_indexes(sectors)
+    ctx = _Context(**options)
+
+    def change(session: Session) -> OptionBytes:
+        assert session.info is not None
+        _check_sectors(session, indexes)
+        return session.info.options.protecting(indexes)
+
+    _option_change(ctx, Report("protect", details={"sectors": indexes}), change)
+
+
+@cli.command(epilog=EXIT_CODES_HELP, short_help="Remove write protection (option bytes nWRP).")
+@click.argument("sectors", required=False)
+@click.option("--all", "all_sectors", is_flag=True, help="Every sector of the part.")
+@target_options
+def unprotect(sectors: Optional[str], all_sectors: bool, **options: Any) -> None:
+    """Remove the write protection of SECTORS (e.g. 0-3) or, with --all, of every sector (nWRP bits to 1).
+    The flash contents are not touched."""
+    if all_sectors == bool(sectors):
+        raise click.UsageError("give either SECTORS (e.g. 0-3) or --all")
+    indexes = _sector_indexes(sectors) if sectors else []
+    ctx = _Context(**options)
+
+    def change(session: Session) -> OptionBytes:
+        assert session.info is not None
+        chosen = list(range(len(session.info.part.sectors))) if all_sectors else indexes
+        _check_sectors(session, chosen)
+        return session.info.options.unprotecting(chosen)
+
+    _option_change(ctx, Report("unprotect", details={"sectors": indexes or "all"}), change)
+
+
+RDP2_FLAG = "--i-understand-rdp2-is-permanent"
+
+
+@cli.command(epilog=EXIT_CODES_HELP, short_help="Set the read-out protection level (0 mass-erases the flash).")
+@click.argument("level", type=click.Choice(["0", "1", "2"]))
+@click.option("--yes", "yes", is_flag=True, help="Do not ask before going from level 1 to 0 (a mass erase).")
+@click.option(RDP2_FLAG, "rdp2_ok", is_flag=True,
+              help="Needed for level 2: it is PERMANENT. The debug port is disabled for good and the option "
+                   "bytes can never change again; the chip can never be reprogrammed over SWD.")
+@target_options
+def rdp(level: str, yes: bool, rdp2_ok: bool, **options: Any) -> None:
+    """Set the read-out protection LEVEL (RM0090 3.7.3).
+
+    \b
+    0  no protection. From level 1 this MASS-ERASES the whole flash first (all data lost).
+    1  flash cannot be read, erased or programmed while a debugger is attached.
+    2  PERMANENT: debug disabled for good. Refused without --i-understand-rdp2-is-permanent.
+    """
+    if level == "2" and not rdp2_ok:
+        raise click.UsageError(f"RDP level 2 is permanent: it disables the debug port (SWD/JTAG) for good and "
+                               f"freezes the option bytes, so this chip could never be erased, reprogrammed or "
+                               f"debugged again. If that is really what you want, add {RDP2_FLAG}")
+    ctx = _Context(**options)
+    value = {"0": RDP_LEVEL0, "1": RDP_LEVEL1, "2": RDP_LEVEL2}[level]
+
+    def change(session: Session) -> Optional[OptionBytes]:
+        assert session.info is not None
+        current = session.info.options
+        if current.rdp_level == int(level):
+            return None
+        if level == "0" and not yes:
+            if ctx.as_json:
+                raise UsageError("going to RDP level 0 mass-erases the whole flash: add --yes")
+            click.confirm(f"Going from RDP level {current.rdp_level} to 0 MASS-ERASES the whole flash of the "
+                          f"{session.info.part.name} ({session.info.part.flash_size // KIB} KB). Go on?",
+                          abort=True, err=True)
+        return current.with_rdp(value)
+
+    _option_change(ctx, Report("rdp", details={"level": int(level)}), change, allow_rdp2=level == "2")
+
+
+@cli.command("option-bytes", epilog=EXIT_CODES_HELP, short_help="Show or set BOR level and watchdog/reset bits.")
+@click.option("--bor", "bor", type=click.Choice(sorted(BOR_FIELD)), default=None,
+              help="Brown-out reset level: 3 (2.70 V), 2 (2.40 V), 1 (2.10 V) or off (RM0090 3.7.1).")
+@click.option("--wdg", "wdg", type=click.Choice(["sw", "hw"]), default=None,
+              help="sw: the IWDG runs only when software starts it; hw: it starts at every reset.")
+@click.option("--nrst-stop", "nrst_stop", type=click.Choice(["0", "1"]), default=None,
+              help="0: entering Stop mode resets the chip; 1: it does not.")
+@click.option("--nrst-stdby", "nrst_stdby", type=click.Choice(["0", "1"]), default=None,
+              help="0: entering Standby mode resets the chip; 1: it does not.")
+@target_options
+def option_bytes_command(bor: Optional[str], wdg: Optional[str], nrst_stop: Optional[str], nrst_stdby: Optional[str],
+                         **options: Any) -> None:
+    """Show the option bytes, or set the BOR level and the watchdog/reset bits. Protection has its own
+    commands: protect, unprotect, rdp."""
+    ctx = _Context(**options)
+    report = Report("option-bytes")
+
+    def change(session: Session) -> Optional[OptionBytes]:
+        assert session.info is not None
+        if (bor, wdg, nrst_stop, nrst_stdby) == (None, None, None, None):
+            report.text_lines = [line for line in report.info_lines()
+                                 if line.startswith(("option bytes", "  "))]
+            return None
+        new = session.info.options
+        if bor is not None:
+            new = new.with_bor(BOR_FIELD[bor])
+        if wdg is not None:
+            new = new.with_bit(FLASH_OPTCR_WDG_SW, wdg == "sw")
+        if nrst_stop is not None:
+            new = new.with_bit(FLASH_OPTCR_NRST_STOP, nrst_stop == "1")
+        if nrst_stdby is not None:
+            new = new.with_bit(FLASH_OPTCR_NRST_STDBY, nrst_stdby == "1")
+        return None if new == session.info.options else new
+
+    _option_change(ctx, report, change)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

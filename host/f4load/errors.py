@@ -1,4 +1,12 @@
-"""Typed errors for what the RAM stub reports.
+"""f4load's error types: one base (`F4LoadError`), the session family, and what the RAM stub reports.
+
+Every failure f4load reports to its user as a short message (no traceback) is an `F4LoadError`:
+`ImageError` (f4load.image) for a file it will not program, the `SessionError` family below for what happens
+on the target (each with the command line's exit status, docs/cli.md), and `StubError` for a failure the RAM
+stub reports.
+
+Stub errors
+-----------
 
 A stub entry point returns 0 or a result code (layout in stub/f4load_protocol.h, words in
 `f4load.protocol.describe_result`); after a failure its error record (`struct f4load_error`) holds the
@@ -12,7 +20,7 @@ as the message and the StubError as the cause, so pyocd's flow and error handlin
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Sequence, Tuple
 
 from f4load import part, protocol
 from f4load.protocol import ErrorRecord, ResultCode
@@ -39,7 +47,60 @@ def describe(code: int, record: Optional[ErrorRecord] = None, address: Optional[
     return text
 
 
-class StubError(Exception):
+class F4LoadError(Exception):
+    """Base of every error f4load reports to its user as one line (no traceback)."""
+
+
+# --- the session family: one class per kind of failure, each with the exit status the command line uses ----
+
+class SessionError(F4LoadError):
+    """A failure of the session step, reported as one line (or a few, for flash errors). `exit_code` is the
+    command line's exit status for this class of failure (docs/cli.md)."""
+    exit_code = 1
+
+
+class UsageError(SessionError):
+    """The request does not fit the detected target (a sector it does not have, a range outside memory)."""
+    exit_code = 2
+
+
+class ConnectError(SessionError):
+    """No probe, no target, or the probe/target refused the connection."""
+    exit_code = 3
+
+
+class TargetIdentityError(SessionError):
+    """The target is not an STM32F405/407/415/417 (DBGMCU_IDCODE, F_SIZE)."""
+    exit_code = 3
+
+
+class ProtectionError(SessionError):
+    """Read-out or write protection forbids the request (found before anything was erased)."""
+    exit_code = 1
+
+
+class OptionBytesError(SessionError):
+    """Option-byte programming failed or did not take (f4load.option_bytes)."""
+    exit_code = 1
+
+
+class LinkError(SessionError):
+    """The probe lost the target, or the target reset, while f4load was working on it."""
+    exit_code = 4
+
+
+class VerifyError(SessionError):
+    """The flash does not hold what it should. `mismatches`: (address, size, expected CRC, actual CRC)."""
+    exit_code = 5
+
+    def __init__(self, message: str, mismatches: Sequence[Tuple[int, int, int, int]] = ()) -> None:
+        self.mismatches = list(mismatches)
+        super().__init__(message)
+
+
+# --- what the stub reports -----------------------------------------------------------------------------------
+
+class StubError(F4LoadError):
     """A failure reported by the RAM stub: the result code taken apart, plus the error record if read.
 
     Fields: `code` (the raw result code), `operation` (the entry point, e.g. "EraseSector"), `kind` (e.g.

@@ -44,6 +44,7 @@ import bincopy
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from f4load.errors import F4LoadError
 from f4load.part import (
     CCM_SIZE,
     CCM_START,
@@ -83,10 +84,6 @@ _PT_LOAD = "PT_LOAD"
 
 # Intel HEX record types (Intel HEX specification rev. A, 1988).
 _IHEX_DATA, _IHEX_EOF, _IHEX_SEGMENT_BASE, _IHEX_SEGMENT_START, _IHEX_LINEAR_BASE, _IHEX_LINEAR_START = range(6)
-
-
-class F4LoadError(Exception):
-    """Base of every error f4load reports to its user as one line (no traceback)."""
 
 
 class ImageError(F4LoadError):

@@ -20,12 +20,15 @@ from typing import Any, Dict, List, Optional
 
 from f4load import __version__
 from f4load.errors import StubError
+from f4load.floor import floor_seconds
+from f4load.identity import TargetInfo, describe_jep106
 from f4load.image import Image
 from f4load.part import KB
 from f4load.plan import Action
-from f4load.session import Outcome, TargetInfo, describe_jep106, floor_seconds
+from f4load.session import Outcome
 
 REPORT_FORMAT = 1
+OPTION_COMMANDS = ("protect", "unprotect", "rdp", "option-bytes")
 
 
 @dataclass
@@ -42,6 +45,7 @@ class Report:
     session_virtual_seconds: Optional[float] = None  # virtual time from connect to the end of the work
     probe_commands: Optional[int] = None
     details: Dict[str, Any] = field(default_factory=dict)  # command-specific facts (read: address, length)
+    text_lines: List[str] = field(default_factory=list)  # a command's own text output (diagnose's checklist)
 
     # --- derived -------------------------------------------------------------------------------------------
     @property
@@ -115,6 +119,15 @@ class Report:
                          f"into {self.details.get('out')}")
         elif self.command == "info":
             parts.append("target identified")
+        elif self.command in OPTION_COMMANDS:
+            changed = self.details.get("changed")
+            parts.append(f"option bytes changed: {', '.join(changed)}" if changed else
+                         "option bytes unchanged: they already hold that")
+            after = self.details.get("after")
+            if after:
+                parts.append(f"FLASH_OPTCR {after['optcr']:#010x}")
+        elif self.command == "diagnose":
+            parts.append("diagnosis done")
         parts.extend(self._time_texts())
         return "; ".join(p for p in parts if p)
 

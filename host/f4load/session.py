@@ -33,6 +33,7 @@ read-out protection is off, no sector to be changed is write-protected (nWRP), t
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import struct
 import time
@@ -41,35 +42,34 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 from pyocd.core import exceptions as pyocd_errors
 
-from f4load import protocol, stream
+from f4load import option_bytes, protocol, stream
 from f4load.crc import stm32_crc32
-from f4load.image import F4LoadError, Image
-from f4load.part import F_SIZE, KB, UNIQUE_ID, Part, Sector, part_for_flash_kb, sectors_for
+from f4load.errors import (  # noqa: F401 - re-exported: the session's errors, where callers expect them
+    ConnectError,
+    F4LoadError,
+    LinkError,
+    ProtectionError,
+    SessionError,
+    TargetIdentityError,
+    UsageError,
+    VerifyError,
+)
+from f4load.floor import PSIZE_NAMES, floor_seconds, program_writes  # noqa: F401 - re-exported
+from f4load.identity import TargetInfo, clone_warnings, describe_jep106, read_identity  # noqa: F401
+from f4load.image import Image
+from f4load.option_bytes import OptionBytes, sector_ranges  # noqa: F401 - re-exported
+from f4load.part import KB, Part, Sector, sectors_for
 from f4load.plan import Action, Erase, Plan, blank_crc, plan
 from f4load.pyocd_targets import probe_supply_voltage
 from f4load.registers import (
-    BOR_LEVEL_NAMES,
     DBGMCU_APB1_FZ,
     DBGMCU_APB1_FZ_DBG_IWDG_STOP,
-    DBGMCU_IDCODE,
-    DEV_ID_F40X_41X,
     FLASH_CR,
     FLASH_CR_LOCK,
-    FLASH_OPTCR,
-    FLASH_OPTCR_BOR_LEV_MASK,
-    FLASH_OPTCR_BOR_LEV_SHIFT,
-    FLASH_OPTCR_NRST_STDBY,
-    FLASH_OPTCR_NRST_STOP,
-    FLASH_OPTCR_NWRP_MASK,
-    FLASH_OPTCR_NWRP_SHIFT,
-    FLASH_OPTCR_RDP_MASK,
-    FLASH_OPTCR_RDP_SHIFT,
-    FLASH_OPTCR_WDG_SW,
     FLASH_SR,
     FLASH_SR_BSY,
-    RDP_LEVEL0,
-    RDP_LEVEL2,
-    ROM_TABLE_BASE,
+    RCC_CSR,
+    RESET_FLAG_NAMES,
 )
 from f4load.stub_image import StubImage
 
@@ -81,175 +81,8 @@ SIM_LINK_OPTION = "f4sim.link"
 CONNECT_MODES = ("under-reset", "halt", "attach")
 ASSUMED_VDD = 3.3
 
-# DBGMCU_IDCODE fields (RM0090 38.6.1).
-DEV_ID_MASK = 0xFFF
-REV_ID_SHIFT = 16
-# REV_ID values of the F405/407/415/417. The names changed between RM0090 editions (the digest says so), so
-# both are given where they differ and the raw value is always shown beside the name.
-REV_NAMES = {0x1000: "A", 0x1001: "Z", 0x1003: "Y (1 in later RM0090 editions)",
-             0x1007: "1 (2 in later RM0090 editions)"}
-# CoreSight ROM table peripheral ID registers (ARM IHI 0029, D1.2): PIDR4 at +0xFD0, PIDR0..2 at +0xFE0.
-ROM_PIDR4 = ROM_TABLE_BASE + 0xFD0
-ROM_PIDR0 = ROM_TABLE_BASE + 0xFE0
-JEP106_ST = (0, 0x20)  # (continuation code, identity) of STMicroelectronics
-
-# The physical floor of flash work, DS8626 Table 40 typical values (the digest): one program write of any
-# PSIZE width takes 16 us; a sector erase takes, per parallelism, this many seconds by sector size.
-PROGRAM_WRITE_S = 16e-6
-ERASE_TYPICAL_S = {
-    protocol.PSIZE_X8: {16 * KB: 0.400, 64 * KB: 1.200, 128 * KB: 2.0},
-    protocol.PSIZE_X16: {16 * KB: 0.300, 64 * KB: 0.700, 128 * KB: 1.3},
-    protocol.PSIZE_X32: {16 * KB: 0.250, 64 * KB: 0.550, 128 * KB: 1.0},
-}
-PSIZE_BYTES = {protocol.PSIZE_X8: 1, protocol.PSIZE_X16: 2, protocol.PSIZE_X32: 4}
-PSIZE_NAMES = {protocol.PSIZE_X8: "x8", protocol.PSIZE_X16: "x16", protocol.PSIZE_X32: "x32"}
-
 # Largest single memory read asked of pyocd at once (it splits further for the probe).
 READ_BLOCK = 64 * KB
-
-
-# --- errors: one class per kind of failure, each with the exit status the command line uses ----------------
-
-class SessionError(F4LoadError):
-    """A failure of the session step, reported as one line (or a few, for flash errors). `exit_code` is the
-    command line's exit status for this class of failure (docs/cli.md)."""
-    exit_code = 1
-
-
-class UsageError(SessionError):
-    """The request does not fit the detected target (a sector it does not have, a range outside memory)."""
-    exit_code = 2
-
-
-class ConnectError(SessionError):
-    """No probe, no target, or the probe/target refused the connection."""
-    exit_code = 3
-
-
-class TargetIdentityError(SessionError):
-    """The target is not an STM32F405/407/415/417 (DBGMCU_IDCODE, F_SIZE)."""
-    exit_code = 3
-
-
-class ProtectionError(SessionError):
-    """Read-out or write protection forbids the request (found before anything was erased)."""
-    exit_code = 1
-
-
-class LinkError(SessionError):
-    """The probe lost the target, or the target reset, while f4load was working on it."""
-    exit_code = 4
-
-
-class VerifyError(SessionError):
-    """The flash does not hold what it should. `mismatches`: (address, size, expected CRC, actual CRC)."""
-    exit_code = 5
-
-    def __init__(self, message: str, mismatches: Sequence[Tuple[int, int, int, int]] = ()) -> None:
-        self.mismatches = list(mismatches)
-        super().__init__(message)
-
-
-# --- what the target is ----------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class OptionBytes:
-    """The user option bytes as FLASH_OPTCR shows them after reset (RM0090 3.8.6, 3.7)."""
-    optcr: int
-
-    @property
-    def rdp(self) -> int:
-        return (self.optcr & FLASH_OPTCR_RDP_MASK) >> FLASH_OPTCR_RDP_SHIFT
-
-    @property
-    def rdp_level(self) -> int:
-        """0xAA level 0, 0xCC level 2, anything else level 1 (RM0090 3.7.3)."""
-        return 0 if self.rdp == RDP_LEVEL0 else 2 if self.rdp == RDP_LEVEL2 else 1
-
-    @property
-    def nwrp(self) -> int:
-        """12 bits, bit i = 0: sector i is write-protected."""
-        return (self.optcr & FLASH_OPTCR_NWRP_MASK) >> FLASH_OPTCR_NWRP_SHIFT
-
-    def write_protected(self, part: Part) -> List[int]:
-        return [s.index for s in part.sectors if not self.nwrp >> s.index & 1]
-
-    @property
-    def software_watchdog(self) -> bool:
-        """WDG_SW = 1: the IWDG runs only when software starts it; 0: it starts at every reset."""
-        return bool(self.optcr & FLASH_OPTCR_WDG_SW)
-
-    @property
-    def bor_level(self) -> int:
-        return (self.optcr & FLASH_OPTCR_BOR_LEV_MASK) >> FLASH_OPTCR_BOR_LEV_SHIFT
-
-    @property
-    def bor_name(self) -> str:
-        return BOR_LEVEL_NAMES[self.bor_level]
-
-    @property
-    def reset_on_stop(self) -> bool:
-        """nRST_STOP = 0: entering Stop mode resets the chip."""
-        return not self.optcr & FLASH_OPTCR_NRST_STOP
-
-    @property
-    def reset_on_standby(self) -> bool:
-        return not self.optcr & FLASH_OPTCR_NRST_STDBY
-
-
-@dataclass(frozen=True)
-class TargetInfo:
-    """What the session found out about the target before doing anything to it."""
-    part: Part
-    idcode: int
-    unique_id: bytes
-    options: OptionBytes
-    vdd: float
-    vdd_source: str  # "probe" (measured), "given" (--vdd), "assumed" (the probe does not measure it)
-    psize: int
-    rom_designer: Tuple[int, int]  # JEP106 (continuation, identity) of the ROM table
-    probe: str
-    warnings: Tuple[str, ...] = ()
-
-    @property
-    def dev_id(self) -> int:
-        return self.idcode & DEV_ID_MASK
-
-    @property
-    def rev_id(self) -> int:
-        return self.idcode >> REV_ID_SHIFT
-
-    @property
-    def rev_name(self) -> Optional[str]:
-        return REV_NAMES.get(self.rev_id)
-
-    @property
-    def psize_name(self) -> str:
-        return PSIZE_NAMES[self.psize]
-
-
-def describe_jep106(designer: Tuple[int, int]) -> str:
-    names = {JEP106_ST: "STMicroelectronics", (4, 0x3B): "ARM"}
-    name = names.get(designer, "unknown")
-    return f"{name} (JEP106 {designer[0]}:{designer[1]:#04x})"
-
-
-# --- the physical floor ----------------------------------------------------------------------------------
-
-def program_writes(data: bytes, address: int, psize: int) -> int:
-    """Flash program writes needed for `data` at `address` on erased flash: one per PSIZE-wide unit that
-    holds a byte other than 0xFF (the stub skips units that would clear no bit)."""
-    width = PSIZE_BYTES[psize]
-    head = address % width
-    padded = b"\xff" * head + data + b"\xff" * (-(head + len(data)) % width)
-    erased = b"\xff" * width
-    return sum(1 for i in range(0, len(padded), width) if padded[i:i + width] != erased)
-
-
-def floor_seconds(erased: Iterable[Sector], writes: int, psize: int) -> float:
-    """The least time the flash itself needs for this work (DS8626 Table 40 typical): erases and program
-    writes cannot overlap on a single-bank part (RM0090 3.5), so the floor is their sum."""
-    return sum(ERASE_TYPICAL_S[psize][s.size] for s in erased) + writes * PROGRAM_WRITE_S
 
 
 # --- progress --------------------------------------------------------------------------------------------
@@ -395,36 +228,11 @@ class Session:
         return self.info
 
     def _identify(self) -> TargetInfo:
-        target = self.target
         try:
-            idcode = target.read32(DBGMCU_IDCODE)
-            dev_id = idcode & DEV_ID_MASK
-            if dev_id != DEV_ID_F40X_41X:
-                raise TargetIdentityError(
-                    f"not an STM32F405/407/415/417: DBGMCU_IDCODE is {idcode:#010x}, DEV_ID {dev_id:#05x} "
-                    f"(expected {DEV_ID_F40X_41X:#05x}); f4load programs this family only")
-            f_size_kb = target.read16(F_SIZE)
-            try:
-                _, part = part_for_flash_kb(f_size_kb)
-            except ValueError:
-                raise TargetIdentityError(
-                    f"F_SIZE (0x1FFF7A22) reads {f_size_kb} KB, not a flash size of the STM32F405/407/415/417 "
-                    "(512 or 1024 KB): clone silicon?") from None
-            uid = struct.pack("<3I", *target.read_memory_block32(UNIQUE_ID, 3))
-            options = OptionBytes(target.read32(FLASH_OPTCR))
-            pidr = target.read_memory_block32(ROM_PIDR0, 3)
-            pidr4 = target.read32(ROM_PIDR4)
+            raw = read_identity(self.target)
         except pyocd_errors.TransferError as error:
             raise ConnectError(f"cannot read the target's identity: {_one_line(error)}") from None
-        designer = (pidr4 & 0xF, ((pidr[1] >> 4) & 0xF) | ((pidr[2] & 0x7) << 4))
-        rev_id = idcode >> REV_ID_SHIFT
-        part = Part(part.name, part.flash_size, dev_id, rev_id)
-        warnings = []
-        if designer != JEP106_ST:
-            warnings.append(f"the debug ROM table was designed by {describe_jep106(designer)}, not by ST: "
-                            "this is probably not ST silicon (a clone); its flash may behave differently")
-        if rev_id not in REV_NAMES:
-            warnings.append(f"REV_ID {rev_id:#06x} is not a revision ST shipped for this family (a clone?)")
+        warnings = clone_warnings(raw.rom_designer, raw.part.rev_id, raw.cpuid)
         vdd, source = self._supply_voltage()
         if source == "assumed":
             warnings.append(f"the probe does not measure VDD: assuming {ASSUMED_VDD} V (x32); pass --vdd if the "
@@ -434,9 +242,9 @@ class Session:
         except ValueError as error:
             raise ConnectError(f"{error} ({'measured by the probe' if source == 'probe' else 'given'}); "
                                "check the supply, or pass --vdd if the probe misreads it") from None
-        return TargetInfo(part=part, idcode=idcode, unique_id=uid, options=options, vdd=vdd, vdd_source=source,
-                          psize=psize, rom_designer=designer, probe=self._probe_description(),
-                          warnings=tuple(warnings))
+        return TargetInfo(part=raw.part, idcode=raw.idcode, unique_id=raw.unique_id, options=raw.options, vdd=vdd,
+                          vdd_source=source, psize=psize, rom_designer=raw.rom_designer,
+                          probe=self._probe_description(), warnings=tuple(warnings), cpuid=raw.cpuid)
 
     def _supply_voltage(self) -> Tuple[float, str]:
         if self.given_vdd is not None:
@@ -510,7 +318,8 @@ class Session:
         try:
             return runner.run(operations)
         except stream.TargetResetError as error:
-            raise LinkError(f"the target reset while f4load was working on it: {error}") from error
+            raise LinkError(f"the target reset while f4load was working on it: {error}"
+                            f"{reset_cause_text(error.reset_flags)}") from error
         except stream.LinkLostError as error:
             raise LinkError(f"lost the target: {error}") from error
         except stream.StreamCommandError:
@@ -553,8 +362,10 @@ class Session:
         if options.rdp_level:
             raise ProtectionError(
                 f"read-out protection level {options.rdp_level} is active (RDP byte {options.rdp:#04x}): with a "
-                "debugger attached the flash can be neither read nor erased nor programmed (RM0090 3.7.3). "
-                "Going back to level 0 mass-erases the whole flash; f4load does not change option bytes")
+                "debugger attached the flash can be neither read nor erased nor programmed (RM0090 3.7.3); "
+                + ("level 2 is permanent, nothing can undo it" if options.rdp_level == 2 else
+                   "nothing was erased. Run `f4load rdp 0` to go back to level 0: that mass-erases the whole "
+                   "flash"))
 
     def check_not_write_protected(self, sectors: Iterable[Sector]) -> None:
         assert self.info is not None
@@ -562,9 +373,29 @@ class Session:
         hit = sorted(s.index for s in sectors if s.index in protected)
         if hit:
             raise ProtectionError(
-                f"write-protected sector{'s' if len(hit) > 1 else ''} {_sector_list(hit)} would have to change "
-                f"(option bytes nWRP = {self.info.options.nwrp:#05x}); nothing was erased. Clear the protection "
-                "in the option bytes first (f4load does not change option bytes)")
+                f"sector{'s' if len(hit) > 1 else ''} {sector_ranges(hit).replace(',', ', ')} "
+                f"{'are' if len(hit) > 1 else 'is'} write-protected (option bytes nWRP = "
+                f"{self.info.options.nwrp:#05x}, a 0 bit protects its sector, RM0090 3.7.1) and would have to "
+                f"change; nothing was erased. Run `f4load unprotect {sector_ranges(hit)}` to clear the protection")
+
+    # --- option bytes ------------------------------------------------------------------------------------
+    def set_option_bytes(self, new: OptionBytes, allow_rdp2: bool = False) -> OptionBytes:
+        """Program the user option bytes (f4load.option_bytes) and return what OPTCR reads afterwards; the
+        session's TargetInfo is updated to match."""
+        assert self.info is not None
+        self._halt_for_work()
+        clock = self.virtual_now
+        now = (lambda: clock() or 0.0) if self.is_sim else time.monotonic
+        try:
+            after = option_bytes.OptionProgrammer(self.target, now).program(new, allow_rdp2=allow_rdp2)
+        except pyocd_errors.TransferError as error:
+            raise LinkError(f"lost the target while programming the option bytes: {_one_line(error)}") from None
+        self.info = dataclasses.replace(self.info, options=after)
+        return after
+
+    def reset_flags(self) -> int:
+        """RCC_CSR's reset flags (RM0090 7.3.21), as they are now."""
+        return int(self.target.read32(RCC_CSR)) & RESET_FLAGS
 
     # --- the commands --------------------------------------------------------------------------------------
     def program(self, image: Image, keep: bool = True, verify: bool = True,
@@ -737,6 +568,20 @@ def _mismatch_text(bad: Sequence[Tuple[int, int, int, int]], part: Part, first: 
     if first is not None:
         lines.append(f"  first differing byte at {first:#010x}")
     return "\n".join(lines)
+
+
+RESET_FLAGS = sum(RESET_FLAG_NAMES)
+
+
+def reset_flag_names(flags: int) -> List[str]:
+    """RCC_CSR reset flags in words, most telling first ("independent watchdog", "brown-out", ...)."""
+    return [name for bit, name in RESET_FLAG_NAMES.items() if flags & bit]
+
+
+def reset_cause_text(flags: int) -> str:
+    """" (RCC_CSR: brown-out, power-on/power-down reset)" or "" when no flag is set."""
+    names = reset_flag_names(flags)
+    return f" (RCC_CSR: {', '.join(names)} reset)" if names else ""
 
 
 def _sector_list(indexes: Sequence[int]) -> str:

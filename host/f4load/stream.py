@@ -14,7 +14,18 @@ The host never halts the core between buffers. With the 15 x 8 KB buffers of the
 120 KB while the first sectors erase, and keeps ahead of the programming after that.
 
 `run_stream(target, image, operations)` is the whole session: load the stub, write the config word, Init,
-start Stream, pipeline the operations, STOP, wait for the halt, UnInit (FLASH_CR locked again). `target` is
+start Stream, pipeline the operations, STOP, wait for the halt, UnInit (FLASH_CR locked again).
+`StubRunner` splits it for callers that need two or more batches with the stub loaded once (f4load's
+`program`: sector CRCs, then the plan's erases and program chunks):
+
+    with StubRunner(target, image, psize=...) as runner:   # freeze IWDG, halt, load, config word, Init
+        crcs = runner.run([Crc(...), ...])                   # Stream ... STOP (core halted, stub loaded)
+        report = runner.run(plan_operations, progress=cb)    # Stream ... STOP again
+    # UnInit on a clean exit (FLASH_CR locked, checked); after an exception, a best-effort UnInit
+
+`progress(operation, nbytes)` is called as each stub command completes: an `EraseSector` with the sector's
+size, a `Program` with the bytes of that buffer (one call per buffer, so several per large Program), a
+`Crc` with its size. `target` is
 anything with pyocd's Target methods used here (`halt`, `resume`, `is_halted`, `read32`, `write32`,
 `read_memory_block32`, `write_memory_block32`, `read_core_register`, `write_core_registers_raw`).
 
@@ -126,6 +137,9 @@ class Crc:
 
 
 Operation = Union[EraseSector, Program, Crc]
+# progress(operation, nbytes): a command of `operation` completed (erase: the sector's size; program: the
+# bytes of that buffer; CRC: its size).
+Progress = Callable[[Operation, int], None]
 
 
 @dataclass(frozen=True)
@@ -196,6 +210,9 @@ class TargetResetError(StreamError):
 
 class LinkLostError(StreamError):
     """The probe lost the target (disconnect, or a transfer the probe could not complete)."""
+
+
+_SECTORS_1M = part.sectors_for(1024 * part.KB)
 
 
 # --- the session ----------------------------------------------------------------------------------------
@@ -274,17 +291,48 @@ class _Stream:
         self.done = 0        # stub_seq as last read
         self.buffer_free_after = [0] * len(self.buffers)  # buffer b is free once stub_seq >= this
         self.next_buffer = 0
+        # (not `progress`: session.py's _ReportingStream subclass uses that name for its own callback)
+        self.on_command: Optional[Progress] = None
+        self.loaded = False
+        self._started = 0.0
+        self._classifying = False
 
     # --- probe access with the link's failures made explicit -------------------------------------------
     def _link(self, action: Callable[[], Any]) -> Any:
+        """Run one pyocd access; a pyocd exception becomes a StreamError that says what happened.
+
+        pyocd's own exceptions hide the cause: after a reset mid-stream the next register access fails with
+        CoreRegisterAccessError ("core is not halted") or a transfer fails. So before reporting, DHCSR and
+        RCC_CSR are read (raw, once) for evidence of a reset: TargetResetError if there is any, else
+        LinkLostError for a failed transfer or a lost probe, TargetResetError (core not in the state the
+        host left it in) for anything else pyocd refused."""
         try:
             return action()
         except pyocd_errors.ProbeDisconnected as error:
             raise LinkLostError(f"the probe disconnected: {error}", self.current) from error
-        except pyocd_errors.TransferError as error:
-            raise LinkLostError(f"a probe transfer failed: {error}", self.current) from error
-        except pyocd_errors.ProbeError as error:
-            raise LinkLostError(f"the probe failed: {error}", self.current) from error
+        except pyocd_errors.Error as error:
+            raise self._classify(error) from error
+
+    def _classify(self, error: Exception) -> StreamError:
+        if self._classifying:  # a failure while looking for evidence: no evidence
+            return LinkLostError(f"a probe access failed: {error}", self.current)
+        self._classifying = True
+        try:
+            dhcsr = int(self.target.read32(DHCSR))
+            flags = int(self.target.read32(RCC_CSR)) & RESET_FLAGS
+        except pyocd_errors.Error:
+            dhcsr, flags = None, 0
+        finally:
+            self._classifying = False
+        what = f"{type(error).__name__}: {error}"
+        if flags or (dhcsr is not None and (dhcsr & DHCSR_S_RESET_ST or not dhcsr & DHCSR_C_DEBUGEN)):
+            return TargetResetError(f"the target reset during the stream (pyocd: {what})", self.current,
+                                    flags, dhcsr)
+        if dhcsr is None or isinstance(error, (pyocd_errors.TransferError, pyocd_errors.ProbeError)):
+            return LinkLostError(f"a probe access failed ({what})", self.current)
+        state = "locked up" if dhcsr & DHCSR_S_LOCKUP else "halted" if dhcsr & DHCSR_S_HALT else "running"
+        return TargetResetError(f"the core is not in the state the host left it in (pyocd: {what}; core "
+                                f"{state}, DHCSR {dhcsr:#010x})", self.current, 0, dhcsr)
 
     def read32(self, address: int) -> int:
         return int(self._link(lambda: self.target.read32(address)))
@@ -432,13 +480,18 @@ class _Stream:
         for seq in range(self.done + 1, stub_seq + 1):
             command = self.commands[seq - 1]
             self.report.commands += 1
+            size = command.size
             if command.op == CMD_ERASE_SECTOR:
                 self.report.sectors_erased += 1
+                assert isinstance(command.operation, EraseSector)
+                size = _SECTORS_1M[command.operation.sector].size
             elif command.op == CMD_PROGRAM:
                 self.report.bytes_programmed += command.size
             elif command.op == CMD_CRC:
                 _result, value = self.read_words(self._slot_address(seq) + OFFSET_RESULT, 2)
                 self.report.crcs.append(CrcResult(command.address, command.size, value))
+            if self.on_command is not None and command.operation is not None:
+                self.on_command(command.operation, size)
         self.done = stub_seq
         following = self.commands[stub_seq] if stub_seq < len(self.commands) else None
         self.current = following.operation if following is not None else None
@@ -494,14 +547,16 @@ class _Stream:
             pass
 
     # --- the whole session -------------------------------------------------------------------------------
-    def run(self, operations: Sequence[Operation]) -> StreamReport:
-        start = self.now()
+    def load(self) -> None:
+        """Halt (IWDG frozen first), clear the reset flags, load the stub and its config word, Init."""
+        self._started = self.now()
         target = self.target
+        # A running IWDG must not count while the core is halted between calls (RM0090 38.16.4); the stub
+        # refreshes it while it runs. Frozen *before* the halt: an application watchdog of a few ms would
+        # otherwise expire between the halt and this write (a probe command takes about 1 ms).
+        self.write32(DBGMCU_APB1_FZ, self.read32(DBGMCU_APB1_FZ) | DBGMCU_APB1_FZ_DBG_IWDG_STOP)
         if not self._link(target.is_halted):
             self._link(target.halt)
-        # A running IWDG must not count while the core is halted between calls (RM0090 38.16.4); the stub
-        # refreshes it while it runs.
-        self.write32(DBGMCU_APB1_FZ, self.read32(DBGMCU_APB1_FZ) | DBGMCU_APB1_FZ_DBG_IWDG_STOP)
         # Clear the reset flags: any flag seen later is a reset during this stream.
         csr = self.read32(RCC_CSR)
         self.report.reset_flags_before = csr & RESET_FLAGS
@@ -512,9 +567,20 @@ class _Stream:
         self.write_words(self.layout.load_address, _words(image))
         self.write32(self.layout.load_address + self.image.config_offset, self.config)
         self._call_checked("Init", part.FLASH_START, 0, 2)
+        self.loaded = True
 
+    def batch(self, operations: Sequence[Operation]) -> StreamReport:
+        """One Stream call on the loaded stub: queue, resume, pipeline, STOP, halted at the halt word.
+        The stub stays loaded and initialised (FLASH_CR may be unlocked) for another batch or `unload`."""
+        assert self.loaded, "load() first"
+        start = self.now()
+        target = self.target
         self.commands = expand(operations)
+        self.published = self.done = 0
+        self.buffer_free_after = [0] * len(self.buffers)
+        self.next_buffer = 0
         self.current = self.commands[0].operation
+        self._check_reset("before the stream")
         self.write_words(self.queue, self._initial_queue())
         self._set_registers("Stream", (self.queue, self.buffers[0], len(self.buffers)))
         self._link(target.resume)
@@ -529,25 +595,106 @@ class _Stream:
             raise
         self._check_reset("after STOP")
         self.current = None
-        self._call_checked("UnInit", 2)
-        if not self.read32(FLASH_CR) & FLASH_CR_LOCK:
-            raise StreamError("FLASH_CR is still unlocked after UnInit")
         if self.virtual is not None:
             self.report.virtual_seconds = self.virtual() - start
         return self.report
 
+    def unload(self) -> None:
+        """UnInit and check that FLASH_CR is locked again (the stub's image stays in RAM, unused)."""
+        self.current = None
+        self.loaded = False
+        self._call_checked("UnInit", 2)
+        if not self.read32(FLASH_CR) & FLASH_CR_LOCK:
+            raise StreamError("FLASH_CR is still unlocked after UnInit")
+
+    def run(self, operations: Sequence[Operation]) -> StreamReport:
+        """load, one batch, unload: the report's virtual time runs from the load to UnInit."""
+        self.load()
+        report = self.batch(operations)
+        self.unload()
+        if self.virtual is not None:
+            report.virtual_seconds = self.virtual() - self._started
+        return report
+
+
+class StubRunner:
+    """The stub loaded and initialised once, for several batches of operations (one Stream call each).
+
+    Use as a context manager (or `start()` / `close()`): entering freezes the IWDG, halts the core, loads
+    the stub and calls Init; `run(operations, progress=None)` streams one batch and returns its
+    StreamReport (virtual time of that batch only); a clean exit calls UnInit and checks FLASH_CR.LOCK;
+    an exit by exception calls UnInit best effort and lets the exception through. Between batches the
+    core is halted at the halt word and the host may use the target freely (read flash, plan), as long as
+    it leaves the stub's RAM (`layout`) alone. Every batch first checks RCC_CSR: a reset since `start()`
+    (which also loses the stub) is a TargetResetError.
+    """
+
+    def __init__(self, target: Any, image: StubImage, *, psize: int = protocol.PSIZE_X32, clock_mhz: int = 0,
+                 iwdg: bool = True, ram_base: int = const("F4LOAD_RAM_BASE"),
+                 stall_timeout_s: float = STALL_TIMEOUT_S) -> None:
+        config = protocol.config_word(psize, clock_mhz, iwdg)
+        self._stream = _Stream(target, image, config, ram_base, stall_timeout_s)
+        self.reports: List[StreamReport] = []
+
+    @property
+    def layout(self) -> Any:
+        return self._stream.layout
+
+    @property
+    def reset_flags_before(self) -> int:
+        """RCC_CSR reset flags found (and cleared) when the stub was loaded."""
+        return self._stream.report.reset_flags_before
+
+    def start(self) -> StubRunner:
+        self._stream.load()
+        return self
+
+    def run(self, operations: Sequence[Operation], progress: Optional[Progress] = None) -> StreamReport:
+        stream = self._stream
+        stream.report = StreamReport(reset_flags_before=stream.report.reset_flags_before)
+        stream.on_command = progress
+        try:
+            report = stream.batch(operations)
+        finally:
+            stream.on_command = None
+        self.reports.append(report)
+        return report
+
+    def close(self) -> None:
+        if self._stream.loaded:
+            self._stream.unload()
+
+    def __enter__(self) -> StubRunner:
+        return self.start()
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        if self._stream.loaded and not isinstance(exc, (LinkLostError, TargetResetError)):
+            self._stream.loaded = False
+            try:
+                self._stream._wait_halted("Stream", CALL_TIMEOUT_S)
+                self._stream.call("UnInit", 2)
+            except StreamError:
+                pass
+
 
 def run_stream(target: Any, image: StubImage, operations: Sequence[Operation], *,
                psize: int = protocol.PSIZE_X32, clock_mhz: int = 0, iwdg: bool = True,
-               ram_base: int = const("F4LOAD_RAM_BASE"), stall_timeout_s: float = STALL_TIMEOUT_S) -> StreamReport:
+               ram_base: int = const("F4LOAD_RAM_BASE"), stall_timeout_s: float = STALL_TIMEOUT_S,
+               progress: Optional[Progress] = None) -> StreamReport:
     """Load the stub into RAM at `ram_base` and run `operations` through its streaming entry point.
 
     `psize`: FLASH_CR.PSIZE for the supply (protocol.psize_for_voltage). Returns a StreamReport; raises
     StreamCommandError (the stub refused or failed an operation), TargetResetError, LinkLostError or
     StreamError (the stub stopped answering). The target is left halted, with FLASH_CR locked on success.
+    `progress(operation, nbytes)` is called as each command completes (see the module docstring).
     """
     config = protocol.config_word(psize, clock_mhz, iwdg)
-    return _Stream(target, image, config, ram_base, stall_timeout_s).run(operations)
+    stream = _Stream(target, image, config, ram_base, stall_timeout_s)
+    stream.on_command = progress
+    return stream.run(operations)
 
 
 def crc_map(report: StreamReport) -> Dict[Tuple[int, int], int]:

@@ -18,6 +18,7 @@ from pyocd.probe.aggregator import DebugProbeAggregator
 
 from f4load import registers as reg
 from f4load.part import CCM_START, FLASH_START, PARTS, SRAM_START
+from f4load.pyocd_targets import F4LoadFlash
 from f4load.sim import state as sim_state
 from f4load.sim.clock import LINK_MODELS, PS_PER_S
 from f4load.sim.probe import SimProbe
@@ -67,9 +68,15 @@ def test_probe_is_listed_only_when_asked_for_by_type(sim_state_dir):
 def test_probe_needs_no_target_option_and_picks_the_part_from_the_flash_size(open_session, monkeypatch):
     monkeypatch.setenv("F4LOAD_SIM_FAULTS", "flash=1024")
     session = open_session()
-    assert session.options.get("target_override") == "f4load_sim_f407vg"
+    assert session.options.get("target_override") == "f4load_stm32f407xg"  # f4load.pyocd_targets' type
     flash = [r for r in session.target.memory_map if r.type is MemoryType.FLASH]
     assert (flash[0].start, flash[-1].end + 1) == (FLASH_START, PARTS["stm32f407vg"].flash_end)
+
+
+def test_a_512k_chip_is_an_f4load_stm32f407xe(open_session):
+    session = open_session()
+    assert session.options.get("target_override") == "f4load_stm32f407xe"
+    assert isinstance(session.target.memory_map.get_boot_memory().flash, F4LoadFlash)
 
 
 def test_debug_port_identity(sim_session):
@@ -85,7 +92,8 @@ def test_memory_map_puts_algorithms_in_sram_not_ccm(sim_session):
     assert memory_map.get_default_region_of_type(MemoryType.RAM).start == SRAM_START
     ccm = memory_map.get_region_for_address(CCM_START)
     assert ccm is not None and not ccm.is_default
-    sectors = [(r.start, r.sector_size) for r in memory_map if r.type is MemoryType.FLASH]
+    flash = memory_map.get_boot_memory()
+    sectors = [(r.start, r.sector_size) for r in flash.submap]
     assert sectors == [(0x0800_0000, 16 * KB), (0x0801_0000, 64 * KB), (0x0802_0000, 128 * KB)]
 
 
@@ -181,10 +189,22 @@ def test_flash_eraser_in_process(sim_session, sim_state_dir):
     assert bytes(target.read_memory_block8(FLASH_START, 16)) == b"\xff" * 16
 
 
+def test_pyocd_flash_uses_f4loads_stub_and_names_the_write_protected_sector(run_pyocd, sim_state_dir, tmp_path):
+    (tmp_path / "app.bin").write_bytes(random_image(40 * KB, seed=5))  # sectors 0-2
+    result = run_pyocd("flash", "-u", "f4sim", str(tmp_path / "app.bin"), faults="wrp=1")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    # The stub's decoded error, not pyocd's "flash erase sector failure" with a bare result code.
+    assert "EraseSector failed on sector 1 (0x08004000, 16 KB)" in output, output
+    assert "FLASH_SR.WRPERR" in output, output
+
+
 def test_pyocd_programs_with_the_keil_peer_flm(open_session, peer_flm, sim_state_dir, tmp_path):
     image = random_image(70 * KB, seed=4)  # sectors 0-4
     (tmp_path / "app.bin").write_bytes(image)
     session = open_session(**{"f4sim.flm": str(peer_flm)})
+    flash = session.target.memory_map.get_boot_memory()
+    assert flash.flm == str(peer_flm) and not isinstance(flash.flash, F4LoadFlash)
     FileProgrammer(session, progress=quiet).program(str(tmp_path / "app.bin"), base_address=FLASH_START)
     session.close()
     assert stored_flash(sim_state_dir)[:len(image)] == image

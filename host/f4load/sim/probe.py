@@ -51,7 +51,7 @@ LOG = logging.getLogger(__name__)
 PROBE_ID = "f4sim"
 LINK_ENV = "F4LOAD_SIM_LINK"
 LINK_OPTION = "f4sim.link"
-# Path of a .FLM flash algorithm the target type uses instead of pyocd's own (target.py).
+# Path of a .FLM flash algorithm the board's target uses instead of f4load's stub (target.py).
 FLM_OPTION = "f4sim.flm"
 
 DHCSR = 0xE000_EDF0
@@ -165,18 +165,24 @@ class SimProbe(DebugProbe):
 
     @property
     def associated_board_info(self) -> Optional[BoardInfo]:
-        from f4load.sim.target import target_type_for_flash_kb
+        """The board: f4load's own pyocd target type for an STM32F407 of the state's flash size
+        (`f4load_stm32f407xe` / `f4load_stm32f407xg`, f4load.pyocd_targets), so `pyocd flash -u f4sim` uses
+        f4load's stub as its flash algorithm."""
+        from f4load import pyocd_targets
 
         flash_kb = _peek_flash_kb()
         return BoardInfo(name=f"f4load virtual STM32F407 ({flash_kb} KB flash)",
-                         target=target_type_for_flash_kb(flash_kb), vendor="f4load")
+                         target=pyocd_targets.target_name("STM32F407", flash_kb * 1024), vendor="f4load")
 
     def create_associated_board(self) -> Optional[Board]:
-        from f4load.sim.target import register_targets
+        from f4load import pyocd_targets
+        from f4load.sim.target import apply_flm_option
 
         assert self.session is not None
-        register_targets()
-        return Board(self.session, board_info=self.associated_board_info)
+        pyocd_targets.register_targets()
+        board = Board(self.session, board_info=self.associated_board_info)
+        apply_flm_option(board.target, self.session.options.get(FLM_OPTION))
+        return board
 
     # --- open/close: the state directory --------------------------------------------------------------
     def open(self) -> None:
@@ -479,9 +485,14 @@ class SimProbePlugin(Plugin):
     """pyocd plugin entry point (`pyocd.probe`: f4sim)."""
 
     def load(self) -> type:
-        from f4load.sim.target import register_targets
+        # f4load's target types (f4load.pyocd_targets), for the board and for `-t f4load_stm32f407xg` with
+        # any probe. pyocd loads every plugin for every command: a failure here must not break pyocd.
+        try:
+            from f4load import pyocd_targets
 
-        register_targets()
+            pyocd_targets.register_targets()
+        except Exception as error:  # noqa: BLE001 - see above; create_associated_board raises it again
+            LOG.warning("f4sim: could not register f4load's target types: %s", error)
         return SimProbe
 
     @property
@@ -498,6 +509,6 @@ class SimProbePlugin(Plugin):
                            f"Link model of the f4sim probe: {', '.join(sorted(LINK_MODELS))}. "
                            f"Default: ${LINK_ENV} or {DEFAULT_LINK_MODEL}."),
                 OptionInfo(FLM_OPTION, str, None,
-                           "Path of a CMSIS .FLM flash algorithm for the virtual STM32F407 (default: pyocd's "
-                           "own STM32F4 algorithm).")]
+                           "Path of a CMSIS .FLM flash algorithm for the virtual STM32F407 (default: f4load's "
+                           "stub, through the f4load_stm32f407x* target types).")]
 

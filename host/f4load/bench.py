@@ -1,0 +1,312 @@
+"""`invoke bench`: f4load against pyocd on the virtual STM32F407, in virtual seconds and probe commands.
+
+Three jobs, each on a 512 KB STM32F407VE under one link model (`stlink-v2` by default), with a random image
+from a fixed seed (the same bytes every run, so the table is reproducible):
+
+| job | chip before | image |
+|---|---|---|
+| `full` | every sector holds other data (another seed) | the 512 KB image: erase 0-7, program, verify |
+| `identical` | already holds the image | the same image again: nothing needs to change |
+| `one sector` | holds the image | the image with 256 bytes changed in sector 5 (128 KB) |
+
+and three programmers, each run in its own fresh state directory prepared with the "chip before" contents:
+
+- **f4load**: the product path, `f4load.session.Session.program` (sector CRCs, plan, stream, CRC verify);
+- **pyocd + f4load stub**: pyocd's `FileProgrammer` with its default options on the f4sim board, whose
+  target type (`f4load_stm32f407xe`) uses f4load's stub as pyocd's flash algorithm; then the image is read
+  back through pyocd, since pyocd has no verify step of its own;
+- **pyocd + Keil FLM**: the same, with Keil's `STM32F4xx_2048.FLM` installed by `f4load.sim.peer.use_flm`
+  (skipped, and said so, when the peer file is absent).
+
+Each is measured on the probe's clock and command counter from the start of the work to its end (connecting
+is left out, for all three alike). The **floor** of a job is the least time the flash itself needs for what
+must change (DS8626 Table 40 typical, `f4load.floor`): for `full` the erase of sectors 0-7 and 131,072 x32
+writes, 6.65 s; for `identical` nothing (0 s, so no ratio); for `one sector` the erase of sector 5 and its
+32,768 writes.
+
+Acceptance (issue 4): f4load's `full` job within 1.10 x the floor, and at least 2 x faster than pyocd + Keil
+in the same run. `run_bench` returns the table and the checks; `tasks.py` prints them, writes the markdown
+to `docs/bench.md` and exits non-zero when a check fails.
+"""
+from __future__ import annotations
+
+import io
+import os
+import random
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+from f4load import protocol
+from f4load.floor import floor_seconds, program_writes
+from f4load.part import FLASH_START, KB, sectors_for
+
+SEED = 407
+IMAGE_SIZE = 512 * KB
+FLASH_KB = 512
+DEFAULT_LINK = "stlink-v2"
+CHANGED_SECTOR = 5
+CHANGED_BYTES = 256
+# Acceptance limits (issue 4).
+MAX_RATIO_TO_FLOOR = 1.10
+MIN_SPEEDUP_OVER_KEIL = 2.0
+
+F4LOAD = "f4load"
+PYOCD_STUB = "pyocd + f4load stub"
+PYOCD_KEIL = "pyocd + Keil STM32F4xx_2048.FLM"
+JOBS = ("full", "identical", "one sector")
+SIM_ENV = ("F4LOAD_SIM_STATE", "F4LOAD_SIM_LINK", "F4LOAD_SIM_FAULTS")
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    before: bytes   # the flash contents (512 KB) before the job
+    image: bytes    # the image to program at FLASH_START
+    floor_s: float  # DS8626 typical floor of what must change
+    what: str
+
+
+@dataclass
+class Result:
+    job: str
+    tool: str
+    seconds: Optional[float]      # virtual seconds of the work (None: not run)
+    commands: Optional[int]
+    floor_s: float
+    verified: str                 # how the result was checked
+    ok: bool                      # the flash held the image afterwards
+    note: str = ""
+    verify_seconds: Optional[float] = None  # pyocd: the read-back part of `seconds`
+
+    @property
+    def ratio(self) -> Optional[float]:
+        if self.seconds is None or self.floor_s <= 0:
+            return None
+        return self.seconds / self.floor_s
+
+
+@dataclass
+class BenchResult:
+    link: str
+    seed: int
+    results: List[Result] = field(default_factory=list)
+    checks: List[Tuple[str, bool]] = field(default_factory=list)
+
+    def get(self, job: str, tool: str) -> Optional[Result]:
+        return next((r for r in self.results if r.job == job and r.tool == tool), None)
+
+    @property
+    def passed(self) -> bool:
+        return all(ok for _, ok in self.checks)
+
+
+# --- the jobs --------------------------------------------------------------------------------------------
+
+def _floor(image: bytes, erased_sectors: List[int], written: Optional[Tuple[int, int]] = None) -> float:
+    """Floor of erasing `erased_sectors` and programming `image[written]` (all of it by default), at x32."""
+    sectors = sectors_for(FLASH_KB * KB)
+    start, end = written if written is not None else (0, len(image))
+    writes = program_writes(image[start:end], FLASH_START + start, protocol.PSIZE_X32)
+    return floor_seconds([sectors[i] for i in erased_sectors], writes, protocol.PSIZE_X32)
+
+
+def make_jobs(seed: int = SEED) -> List[Job]:
+    image = random.Random(seed).randbytes(IMAGE_SIZE)
+    other = random.Random(seed + 1).randbytes(IMAGE_SIZE)
+    sector = sectors_for(FLASH_KB * KB)[CHANGED_SECTOR]
+    changed = bytearray(image)
+    at = sector.start - FLASH_START + sector.size // 2
+    changed[at:at + CHANGED_BYTES] = random.Random(seed + 2).randbytes(CHANGED_BYTES)
+    span = (sector.start - FLASH_START, sector.end - FLASH_START)
+    return [
+        Job("full", other, image, _floor(image, list(range(8))),
+            "every sector held other data: erase sectors 0-7, program 512 KB, verify"),
+        Job("identical", image, image, 0.0, "the chip already holds the image: nothing must change"),
+        Job("one sector", image, bytes(changed), _floor(bytes(changed), [CHANGED_SECTOR], span),
+            f"{CHANGED_BYTES} bytes differ in sector {CHANGED_SECTOR} (128 KB): erase and rewrite that sector"),
+    ]
+
+
+# --- a fresh virtual chip per run ------------------------------------------------------------------------
+
+@contextmanager
+def fresh_chip(before: bytes, link: str) -> Iterator[Path]:
+    """A new state directory holding a 512 KB STM32F407 whose flash starts with `before`, selected through
+    the environment (F4LOAD_SIM_STATE, F4LOAD_SIM_LINK; no faults) for the duration."""
+    from f4load.sim import state as sim_state
+
+    saved = {name: os.environ.get(name) for name in SIM_ENV}
+    with tempfile.TemporaryDirectory(prefix="f4load-bench-") as directory:
+        chip = sim_state.reset_state(directory)
+        chip.flash[:len(before)] = before
+        sim_state.save_state(chip, directory)
+        os.environ.pop("F4LOAD_SIM_FAULTS", None)
+        os.environ["F4LOAD_SIM_STATE"] = directory
+        os.environ["F4LOAD_SIM_LINK"] = link
+        try:
+            yield Path(directory)
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+def _stored_flash(directory: Path, size: int) -> bytes:
+    from f4load.sim import state as sim_state
+
+    return bytes(sim_state.load_state(directory, use_environment=False).flash[:size])
+
+
+# --- the programmers -------------------------------------------------------------------------------------
+
+def run_f4load(job: Job, link: str) -> Result:
+    """f4load's product path: Session.program (CRCs, plan, erase/program stream, CRC verify)."""
+    from f4load.image import load_image
+    from f4load.session import Session
+
+    with fresh_chip(job.before, link) as directory:
+        path = directory / "app.bin"
+        path.write_bytes(job.image)
+        image = load_image(str(path))
+        with Session(probe="sim", sim_link=link) as session:
+            probe = session.pyocd.probe
+            start_ps, start_commands = probe.clock.now_ps, probe.commands
+            outcome = session.program(image)
+            seconds = (probe.clock.now_ps - start_ps) / 1e12
+            commands = probe.commands - start_commands
+        ok = _stored_flash(directory, len(job.image)) == job.image
+    return Result(job.name, F4LOAD, seconds, commands, job.floor_s,
+                  "target CRC per sector" if outcome.verified else "not verified", ok)
+
+
+def run_pyocd(job: Job, link: str, tool: str, install: Optional[Callable[[Any], Any]] = None) -> Result:
+    """pyocd's FileProgrammer (default options) on the f4sim board, then the image read back through pyocd."""
+    from pyocd.core.helpers import ConnectHelper
+    from pyocd.flash.file_programmer import FileProgrammer
+
+    with fresh_chip(job.before, link) as directory:
+        session = ConnectHelper.session_with_chosen_probe(unique_id="f4sim", blocking=False,
+                                                          options={"f4sim.link": link})
+        if install is not None:
+            install(session)
+        with session:
+            probe = session.probe
+            start_ps, start_commands = probe.clock.now_ps, probe.commands
+            FileProgrammer(session, progress=lambda _fraction: None).program(
+                io.BytesIO(job.image), base_address=FLASH_START, file_format="bin")
+            programmed_ps = probe.clock.now_ps
+            read = bytes(session.target.read_memory_block8(FLASH_START, len(job.image)))
+            end_ps = probe.clock.now_ps
+            commands = probe.commands - start_commands
+        ok = read == job.image and _stored_flash(directory, len(job.image)) == job.image
+    return Result(job.name, tool, (end_ps - start_ps) / 1e12, commands, job.floor_s,
+                  "read back 512 KB through pyocd", ok, verify_seconds=(end_ps - programmed_ps) / 1e12)
+
+
+def peer_flm() -> Optional[Path]:
+    from f4load.sim.peer import peer_flm_path
+
+    return peer_flm_path()
+
+
+def run_bench(link: str = DEFAULT_LINK, seed: int = SEED,
+              say: Callable[[str], None] = lambda _line: None) -> BenchResult:
+    """Every job with every programmer; then the acceptance checks."""
+    from f4load.sim.peer import peer_flm_candidate, use_flm
+
+    bench = BenchResult(link, seed)
+    keil = peer_flm()
+    for job in make_jobs(seed):
+        runs: List[Callable[[], Result]] = [partial(run_f4load, job, link),
+                                            partial(run_pyocd, job, link, PYOCD_STUB)]
+        if keil is not None:
+            runs.append(partial(run_pyocd, job, link, PYOCD_KEIL, partial(use_flm, flm_path=keil)))
+        for run in runs:
+            result = run()
+            bench.results.append(result)
+            say(format_result(result))
+        if keil is None:
+            bench.results.append(Result(job.name, PYOCD_KEIL, None, None, job.floor_s, "", False,
+                                        f"peer FLM absent: {peer_flm_candidate()}"))
+    full = bench.get("full", F4LOAD)
+    assert full is not None and full.ratio is not None
+    bench.checks.append((f"f4load full job {full.seconds:.3f} s = {full.ratio:.3f} x the floor "
+                         f"{full.floor_s:.3f} s (limit {MAX_RATIO_TO_FLOOR:.2f} x), flash read back "
+                         f"{'OK' if full.ok else 'WRONG'}", full.ratio <= MAX_RATIO_TO_FLOOR and full.ok))
+    peer = bench.get("full", PYOCD_KEIL)
+    if peer is not None and peer.seconds is not None and full.seconds:
+        speedup = peer.seconds / full.seconds
+        bench.checks.append((f"pyocd + Keil takes {speedup:.2f} x as long as f4load for the full job "
+                             f"(limit {MIN_SPEEDUP_OVER_KEIL:.1f} x)", speedup >= MIN_SPEEDUP_OVER_KEIL))
+    else:
+        bench.checks.append(("pyocd + Keil not run (peer FLM absent): the 2 x check cannot pass", False))
+    for result in bench.results:
+        if result.seconds is not None and not result.ok:
+            bench.checks.append((f"{result.tool}, {result.job}: the flash does not hold the image", False))
+    return bench
+
+
+# --- output ----------------------------------------------------------------------------------------------
+
+def format_result(result: Result) -> str:
+    if result.seconds is None:
+        return f"  {result.job:<11} {result.tool:<32} not run: {result.note}"
+    ratio = f"{result.ratio:6.3f} x floor" if result.ratio is not None else "  (floor 0 s)"
+    return (f"  {result.job:<11} {result.tool:<32} {result.seconds:8.3f} s virtual {result.commands:7d} probe "
+            f"commands  {ratio}  {'OK' if result.ok else 'FLASH WRONG'}")
+
+
+def markdown(bench: BenchResult) -> str:
+    """docs/bench.md: no date, so the file changes only when the numbers do."""
+    jobs = {job.name: job for job in make_jobs(bench.seed)}
+    lines = [
+        "# Benchmark: f4load and pyocd on the virtual STM32F407",
+        "",
+        f"Written by `invoke bench` (`host/f4load/bench.py`). Link model **{bench.link}**; image **512 KB** of "
+        f"random bytes (Python `random.Random({bench.seed}).randbytes`, seed **{bench.seed}**) at 0x0800_0000; "
+        f"a 512 KB STM32F407VE, a fresh state directory per run. Times are virtual seconds on the chip's "
+        "clock from the start of the work to its end (connecting left out), link included; probe commands are "
+        "counted by the virtual probe. The floor is the least time the flash itself needs for what must "
+        "change (DS8626 Table 40 typical: 16 us per x32 write, 0.25/0.55/1.0 s per 16/64/128 KB sector "
+        "erase; `f4load.floor`).",
+        "",
+        "- **f4load**: `f4load.session.Session.program` (what `f4load app.bin` runs): a CRC of every touched "
+        "sector by the target, plan, the stub stream, a CRC of every rewritten sector (\"in stream\": the "
+        "verify CRCs run at the end of the same stream, 512 KB in about 25 ms).",
+        "- **pyocd + f4load stub**: pyocd's FileProgrammer (default options) with f4load's stub as pyocd's "
+        "flash algorithm (target type `f4load_stm32f407xe`), then the image read back through pyocd.",
+        "- **pyocd + Keil STM32F4xx_2048.FLM**: the same with Keil's algorithm (`f4load.sim.peer.use_flm`).",
+        "",
+    ]
+    for name in JOBS:
+        job = jobs[name]
+        floor = f"floor {job.floor_s:.3f} s" if job.floor_s > 0 else "floor 0 s"
+        lines += [f"## {name}: {job.what} ({floor})", "",
+                  "| programmer | virtual s | of which verify | probe commands | x floor | verified by | "
+                  "flash afterwards |",
+                  "|---|---:|---:|---:|---:|---|---|"]
+        for result in (r for r in bench.results if r.job == name):
+            if result.seconds is None:
+                lines.append(f"| {result.tool} | - | - | - | - | {result.note} | - |")
+                continue
+            ratio = f"{result.ratio:.3f}" if result.ratio is not None else "-"
+            verify = f"{result.verify_seconds:.3f}" if result.verify_seconds is not None else "in stream"
+            lines.append(f"| {result.tool} | {result.seconds:.3f} | {verify} | {result.commands:,} | {ratio} | "
+                         f"{result.verified} | {'the image' if result.ok else 'WRONG'} |")
+        lines.append("")
+    lines += ["## Acceptance (issue 4)", ""]
+    lines += [f"- {'PASS' if ok else 'FAIL'}: {text}" for text, ok in bench.checks]
+    return "\n".join(lines) + "\n"
+
+
+def results_by_tool(bench: BenchResult) -> Dict[str, Dict[str, Result]]:
+    out: Dict[str, Dict[str, Result]] = {}
+    for result in bench.results:
+        out.setdefault(result.tool, {})[result.job] = result
+    return out
