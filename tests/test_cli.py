@@ -13,14 +13,19 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator
+from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
 import bincopy
 import pytest
 from click.testing import CliRunner, Result
 
-from f4load.cli import EXIT_FLASH, EXIT_LINK, EXIT_PROBE, EXIT_USAGE, EXIT_VERIFY, cli
+from f4load import stream
+from f4load.cli import EXIT_FLASH, EXIT_LINK, EXIT_PROBE, EXIT_USAGE, EXIT_VERIFY, _amount, cli
+from f4load.errors import SessionError
+from f4load.image import load_image
 from f4load.part import FLASH_START, KB, sectors_for
+from f4load.protocol import const
+from f4load.session import Session
 from f4load.sim import faults
 from f4load.sim.state import load_state
 
@@ -221,6 +226,94 @@ def test_bad_input_with_json_still_prints_a_report(chip: Path, tmp_path: Path) -
     out = report(result)
     assert (out["result"], out["exit_code"], out["error"]["type"]) == ("failed", 2, "ImageError")
     assert "no such file" in out["error"]["message"]
+
+
+# --- the summary line and the progress bar ------------------------------------------------------------------
+
+def test_a_large_job_gives_its_virtual_time_as_a_ratio_to_the_physical_floor(chip: Path, tmp_path: Path) -> None:
+    result = f4load(write(tmp_path / "app.bin", data(40_000, seed=30)))  # 10,000 writes: floor 0.160 s
+    assert result.exit_code == 0, result.output
+    assert "programmed 40,000 bytes into blank flash (no erase)" in result.stdout
+    assert "x the physical floor 0.160 s" in result.stdout
+    assert "0 KB" not in result.stdout
+
+
+def test_a_tiny_image_names_its_floor_without_a_ratio(chip: Path, tmp_path: Path) -> None:
+    # 84 bytes = 21 writes of 16 us: a ratio to 0.34 ms would measure the link and the stub's setup.
+    result = f4load(write(tmp_path / "blinky.bin", data(84, seed=31)), "--json")
+    assert result.exit_code == 0, result.output
+    assert report(result)["time"]["ratio_to_floor"] > 1  # still in the JSON report
+    result = f4load(write(tmp_path / "other.bin", data(84, seed=32)), "--address", SECTORS[1].start)  # blank
+    assert result.exit_code == 0, result.output
+    assert "(floor 0.34 ms: time is link/setup overhead)" in result.stdout
+    assert "x the physical floor" not in result.stdout
+
+
+def test_an_unchanged_image_says_there_was_nothing_to_change(chip: Path, tmp_path: Path) -> None:
+    app = write(tmp_path / "app.bin", data(84, seed=33))
+    assert f4load(app).exit_code == 0
+    result = f4load(app)
+    assert result.exit_code == 0, result.output
+    assert "nothing to change: 16 KB (sector 0) already holds the image" in result.stdout
+    assert "(no erase or program: floor 0)" in result.stdout
+
+
+def test_erasing_blank_sectors_says_there_was_nothing_to_erase(chip: Path) -> None:
+    result = f4load("erase", "0-1")
+    assert result.exit_code == 0, result.output
+    assert "nothing to erase: 32 KB (sectors 0, 1) already blank" in result.stdout
+
+
+def test_progress_counts_bytes_under_one_kilobyte_and_kilobytes_above() -> None:
+    assert _amount(84, 84) == "84/84 bytes"
+    assert _amount(8 * KB, 256 * KB) == "8/256 KB"
+
+
+# --- the session: one stub load per command ---------------------------------------------------------------
+
+def _count_stub_loads(session: Session) -> List[int]:
+    """Wraps the target's block write to count writes of the stub image (at its load address)."""
+    load_address = session.stub_image.layout(const("F4LOAD_RAM_BASE")).load_address
+    loads: List[int] = []
+    write_block = session.target.write_memory_block32
+
+    def counting(address: int, words: Sequence[int]) -> None:
+        if address == load_address:
+            loads.append(address)
+        write_block(address, words)
+
+    session.target.write_memory_block32 = counting
+    return loads
+
+
+def test_program_loads_the_stub_once_for_crcs_work_and_verify(chip: Path, tmp_path: Path) -> None:
+    app = data(40 * KB, seed=34)
+    assert f4load(write(tmp_path / "old.bin", app)).exit_code == 0
+    changed = bytearray(app)
+    changed[20 * KB] ^= 0xFF  # sector 1 changes: CRC pass, erase + program, verify CRC
+    image = load_image(str(write(tmp_path / "app.bin", bytes(changed))))
+    seen: List[Tuple[str, int]] = []
+    with Session(probe="sim") as session:
+        loads = _count_stub_loads(session)
+        outcome = session.program(image, progress=lambda op, n: seen.append((type(op).__name__, n)))
+    assert len(loads) == 1
+    assert [s.index for s in outcome.erased] == [1] and outcome.verified
+    assert ("EraseSector", 16 * KB) in seen
+    assert sum(n for kind, n in seen if kind == "Program") == outcome.bytes_programmed
+    assert flash(chip, FLASH_START, len(changed)) == bytes(changed)
+
+
+def test_option_bytes_are_refused_while_the_stub_is_loaded(chip: Path) -> None:
+    # The option-byte wait loop runs in SRAM where the stub keeps its buffers.
+    with Session(probe="sim") as session:
+        assert session.info is not None
+        before = session.info.options
+        with session.stub() as runner:
+            with pytest.raises(SessionError, match="while the flash stub is loaded"):
+                session.set_option_bytes(before.protecting([3]))
+            report = runner.run([stream.Crc(FLASH_START, 16 * KB)])
+        assert session.set_option_bytes(before.protecting([3])).write_protected(session.info.part) == [3]
+    assert len(report.crcs) == 1  # the stub still worked after the refusal
 
 
 # --- failures on the target: exit status per class ------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar
 import click
 from pyocd.core import exceptions as pyocd_errors
 
-from f4load import __version__
+from f4load import __version__, stream
 from f4load.errors import F4LoadError, SessionError, StubError, UsageError
 from f4load.image import FORMAT_ALIASES, FORMATS, ImageError, load_image
 from f4load.option_bytes import BOR_FIELD, RDP_LEVEL1, OptionBytes
@@ -310,8 +310,16 @@ class _ProgressBar:
                                      show_percent=True, width=30, item_show_func=lambda item: item)
         self.bar.__enter__()
 
-    def __call__(self, kind: str, size: int) -> None:
+    def __call__(self, operation: stream.Operation, size: int) -> None:
+        """A stub command completed (f4load.stream's progress callback): erases and program buffers advance
+        the bar; the verify CRCs at the end are not part of its total."""
         if self.bar is None:
+            return
+        if isinstance(operation, stream.EraseSector):
+            kind = "erase"
+        elif isinstance(operation, stream.Program):
+            kind = "program"
+        else:
             return
         self.done += size
         virtual_now = self.session.virtual_now()
@@ -319,8 +327,9 @@ class _ProgressBar:
             elapsed, clock = virtual_now - self.start_virtual, " virtual"
         else:
             elapsed, clock = time.monotonic() - self.start_wall, ""
-        rate = self.done / elapsed / KIB if elapsed > 0 else 0.0
-        self.bar.update(size, f"{kind:<7} {self.done // KIB:,}/{self.bar.length // KIB:,} KB {rate:,.0f} KB/s{clock}")
+        # No rate for work under 1 KB: a few buffers' time is mostly the link's latency, not a throughput.
+        rate = f"{self.done / elapsed / KIB:,.0f} KB/s{clock}" if elapsed > 0 and self.bar.length >= KIB else ""
+        self.bar.update(size, f"{kind:<7} {_amount(self.done, self.bar.length)} {rate}".rstrip())
 
     def end(self) -> None:
         if self.bar is not None:
@@ -329,6 +338,13 @@ class _ProgressBar:
 
 
 KIB = 1024
+
+
+def _amount(done: int, total: int) -> str:
+    """"12/256 KB", or in bytes when the total is under 1 KB ("84/84 bytes")."""
+    if total < KIB:
+        return f"{done:,}/{total:,} bytes"
+    return f"{done // KIB:,}/{total // KIB:,} KB"
 
 
 # --- commands --------------------------------------------------------------------------------------------
@@ -364,7 +380,7 @@ def program(file: str, address: Optional[int], file_format: Optional[str], no_ke
         def before_work(plan: Plan) -> None:
             if ctx.verbose and not ctx.as_json:
                 click.echo(plan.describe(), err=True)
-            bar.begin(plan.bytes_erased + plan.bytes_programmed, "erase+program")
+            bar.begin(plan.bytes_erased + plan.bytes_programmed, "erase+program" if plan.bytes_erased else "program")
 
         assert report.image is not None
         try:

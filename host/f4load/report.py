@@ -28,6 +28,9 @@ from f4load.plan import Action
 from f4load.session import Outcome
 
 REPORT_FORMAT = 1
+# Below this floor the summary gives no ratio to it: the time is then mostly the link and the stub's setup
+# (tens of probe commands, a few ms each), and a ratio of hundreds would misread as a slow flash.
+MEANINGFUL_FLOOR_S = 0.050
 OPTION_COMMANDS = ("protect", "unprotect", "rdp", "option-bytes")
 
 
@@ -107,9 +110,12 @@ class Report:
             parts.append(_work_text(outcome, self._target_name()))
             parts.append("verified by CRC" if outcome.verified else "not verified (--no-verify)")
         elif self.command == "erase" and outcome is not None:
-            text = f"erased {_sectors_text(outcome.erased)}"
-            if outcome.skipped:
-                text += f", skipped {_sectors_text(outcome.skipped)}: already blank"
+            if outcome.erased:
+                text = f"erased {_sectors_text(outcome.erased)}"
+                if outcome.skipped:
+                    text += f", skipped {_sectors_text(outcome.skipped)}: already blank"
+            else:
+                text = f"nothing to erase: {_sectors_text(outcome.skipped)} already blank"
             parts.append(text)
         elif self.command == "verify" and outcome is not None:
             size = self.image.size if self.image is not None else 0
@@ -138,13 +144,7 @@ class Report:
         out: List[str] = []
         outcome = self.outcome
         if outcome is not None and outcome.virtual_seconds is not None:
-            floor = self.floor_seconds or 0.0
-            ratio = self.ratio_to_floor
-            if ratio is not None:
-                out.append(f"virtual time {outcome.virtual_seconds:.3f} s = {ratio:.2f} x the physical floor "
-                           f"{floor:.3f} s")
-            else:
-                out.append(f"virtual time {outcome.virtual_seconds:.3f} s (no erase or program: floor 0)")
+            out.append(_virtual_time_text(outcome.virtual_seconds, self.floor_seconds or 0.0))
         if self.probe_commands is not None:
             out.append(f"{self.probe_commands:,} probe commands")
         out.append(f"{self.wall_seconds:.2f} s")
@@ -184,6 +184,26 @@ class Report:
         return lines
 
 
+def _virtual_time_text(virtual: float, floor: float) -> str:
+    """The virtual time of the work and, when the floor is large enough to mean something (MEANINGFUL_FLOOR_S),
+    its ratio to the floor. Below that the time is the link and the stub's load and setup, not the flash: a
+    ratio of hundreds would say nothing about the tool."""
+    if floor <= 0:
+        return f"virtual time {virtual:.3f} s (no erase or program: floor 0)"
+    if floor < MEANINGFUL_FLOOR_S:
+        return f"virtual time {virtual:.3f} s (floor {_short_seconds(floor)}: time is link/setup overhead)"
+    return f"virtual time {virtual:.3f} s = {virtual / floor:.2f} x the physical floor {floor:.3f} s"
+
+
+def _short_seconds(seconds: float) -> str:
+    """"0.34 ms", "12 ms", "1.250 s"."""
+    if seconds < 0.01:
+        return f"{seconds * 1e3:.2g} ms" if seconds >= 1e-3 else f"{seconds * 1e3:.2f} ms"
+    if seconds < 1.0:
+        return f"{seconds * 1e3:.0f} ms"
+    return f"{seconds:.3f} s"
+
+
 def _layout_text(sectors: List[Any]) -> str:
     runs: List[List[int]] = []
     for s in sectors:
@@ -200,15 +220,25 @@ def _vdd_source_text(source: str) -> str:
 
 
 def _work_text(outcome: Outcome, target: str) -> str:
+    """"app.bin -> STM32F407VE: erased 48 KB (sectors 0, 1, 2), programmed 40,000 bytes, skipped 16 KB (sector
+    3) (unchanged)"; parts that did not happen are left out rather than shown as 0 KB."""
     plan = outcome.plan
     source = plan.source if plan is not None else "image"
-    text = (f"{source} -> {target}: erased {_sectors_text(outcome.erased)}, programmed "
-            f"{outcome.bytes_programmed:,} bytes, skipped {_sectors_text(outcome.skipped)}")
+    parts: List[str] = []
+    if outcome.erased:
+        parts.append(f"erased {_sectors_text(outcome.erased)}")
+    if outcome.bytes_programmed:
+        parts.append(f"programmed {outcome.bytes_programmed:,} bytes"
+                     + ("" if outcome.erased else " into blank flash (no erase)"))
     if outcome.skipped:
-        text += " (unchanged)"
+        if parts:
+            parts.append(f"skipped {_sectors_text(outcome.skipped)} (unchanged)")
+        else:
+            parts.append(f"nothing to change: {_sectors_text(outcome.skipped)} already "
+                         f"hold{'s' if len(outcome.skipped) == 1 else ''} the image")
     if outcome.bytes_kept:
-        text += f", kept {outcome.bytes_kept:,} bytes around the image"
-    return text
+        parts.append(f"kept {outcome.bytes_kept:,} bytes around the image")
+    return f"{source} -> {target}: {', '.join(parts) or 'nothing to do'}"
 
 
 def _sectors_text(sectors: List[Any]) -> str:

@@ -23,8 +23,11 @@
    and `TargetInfo.vdd_source` says so. The parallelism follows from it (`protocol.psize_for_voltage`,
    RM0090 Table 13).
 3. **Work**: `program()`, `erase()`, `verify()`, `read()` below. Every flash operation goes through the stub's
-   streaming entry point (`f4load.stream.run_stream`); this module decides what to ask for and checks what
-   came back.
+   streaming entry point (`f4load.stream.StubRunner`); this module decides what to ask for and checks what
+   came back. One command loads the stub once: `program` runs its sector CRCs, then (after planning on the
+   host, with the core halted in the stub's halt word) the erases, program chunks and verify CRCs as a second
+   batch of the same runner. While a runner is live nothing else may run code in SRAM
+   (`set_option_bytes` refuses: its wait loop lives in the stub's buffer area).
 4. **Leave** the target in a known state whatever happened: the stub stopped (core halted), FLASH_CR locked,
    then - with `reset_run` - a reset that lets the application run, else the core stays halted.
 
@@ -33,12 +36,13 @@ read-out protection is off, no sector to be changed is write-protected (nWRP), t
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from pyocd.core import exceptions as pyocd_errors
 
@@ -58,7 +62,7 @@ from f4load.floor import PSIZE_NAMES, floor_seconds, program_writes  # noqa: F40
 from f4load.identity import TargetInfo, clone_warnings, describe_jep106, read_identity  # noqa: F401
 from f4load.image import Image
 from f4load.option_bytes import OptionBytes, sector_ranges  # noqa: F401 - re-exported
-from f4load.part import KB, Part, Sector, sectors_for
+from f4load.part import KB, Part, Sector
 from f4load.plan import Action, Erase, Plan, blank_crc, plan
 from f4load.pyocd_targets import probe_supply_voltage
 from f4load.registers import (
@@ -87,34 +91,9 @@ READ_BLOCK = 64 * KB
 
 # --- progress --------------------------------------------------------------------------------------------
 
-# progress(kind, bytes): kind "erase" (a sector finished erasing) or "program" (a buffer was programmed).
-Progress = Callable[[str, int], None]
-
-
-class _ReportingStream(stream._Stream):
-    """stream._Stream that also tells `progress` about each completed erase and program command.
-
-    (f4load.stream has no progress hook yet; this overrides its completion step and nothing else.)"""
-
-    def __init__(self, *args: Any, progress: Optional[Progress], **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.progress = progress
-
-    def _on_progress(self, stub_seq: int) -> None:
-        first = self.done + 1
-        super()._on_progress(stub_seq)
-        if self.progress is None:
-            return
-        for seq in range(first, stub_seq + 1):
-            command = self.commands[seq - 1]
-            if command.op == stream.CMD_ERASE_SECTOR and isinstance(command.operation, stream.EraseSector):
-                self.progress("erase", _sector_size(command.operation.sector))
-            elif command.op == stream.CMD_PROGRAM:
-                self.progress("program", command.size)
-
-
-def _sector_size(index: int) -> int:
-    return sectors_for(1024 * KB)[index].size
+# progress(operation, nbytes): a stub command of `operation` completed - an erase (stream.EraseSector, nbytes the
+# sector's size), a buffer of a stream.Program (its bytes) or a stream.Crc (its size). f4load.stream calls it.
+Progress = stream.Progress
 
 
 # --- results of the work ---------------------------------------------------------------------------------
@@ -166,7 +145,8 @@ class Session:
         self.pyocd: Any = None
         self.target: Any = None
         self.info: Optional[TargetInfo] = None
-        self.stub = StubImage.shipped()
+        self.stub_image = StubImage.shipped()
+        self._runner: Optional[stream.StubRunner] = None  # live while a `stub()` block runs
         # Whether f4load halted the core (a reset-and-run at the end then brings the application back).
         self.halted_by_us = connect != "attach"
         self._commands_at_open: Optional[int] = None
@@ -306,17 +286,37 @@ class Session:
         return bytes(out[address - start:address - start + length])
 
     # --- running the stub ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def stub(self) -> Iterator[stream.StubRunner]:
+        """The stub loaded and initialised once for the `with` block (a `stream.StubRunner`): call
+        `runner.run(operations, progress=...)` once per batch. Halts a running core first (IWDG frozen). On
+        leaving, UnInit locks FLASH_CR (checked on a clean exit). Stream errors become SessionErrors of the
+        right class; a failure the stub reports stays a StubError (a StreamCommandError) with all its fields.
+        Between batches the core is halted at the stub's halt word: the host may read memory and plan, but
+        must not run other code in SRAM (see `set_option_bytes`)."""
+        assert self.info is not None
+        if self._runner is not None:
+            raise SessionError("internal: the stub is already loaded (nested Session.stub())")
+        self._halt_for_work()
+        with self._stream_errors():
+            with stream.StubRunner(self.target, self.stub_image, psize=self.info.psize) as runner:
+                self._runner = runner
+                try:
+                    yield runner
+                finally:
+                    self._runner = None
+
     def run(self, operations: Sequence[stream.Operation], progress: Optional[Progress] = None
             ) -> stream.StreamReport:
-        """Run `operations` through the stub's stream. Stream errors become SessionErrors of the right class;
-        a failure the stub reports stays a StubError (a StreamCommandError) with all its fields."""
-        assert self.info is not None
-        self._halt_for_work()
-        config = protocol.config_word(self.info.psize)
-        runner = _ReportingStream(self.target, self.stub, config, protocol.const("F4LOAD_RAM_BASE"),
-                                  stream.STALL_TIMEOUT_S, progress=progress)
+        """Run `operations` in one stub session of their own (load, Init, one stream, UnInit)."""
+        with self.stub() as runner:
+            return runner.run(operations, progress=progress)
+
+    @contextlib.contextmanager
+    def _stream_errors(self) -> Iterator[None]:
+        """Stream failures (f4load.stream) as the session's errors; everything else passes unchanged."""
         try:
-            return runner.run(operations)
+            yield
         except stream.TargetResetError as error:
             raise LinkError(f"the target reset while f4load was working on it: {error}"
                             f"{reset_cause_text(error.reset_flags)}") from error
@@ -347,11 +347,13 @@ class Session:
         except pyocd_errors.TransferError as error:
             raise LinkError(f"lost the target while halting it: {_one_line(error)}") from None
 
-    def sector_crcs(self, sectors: Sequence[Sector]) -> Dict[int, int]:
-        """{sector index: CRC of the whole sector} by the target's CRC unit (one stream)."""
+    def sector_crcs(self, sectors: Sequence[Sector], runner: Optional[stream.StubRunner] = None) -> Dict[int, int]:
+        """{sector index: CRC of the whole sector} by the target's CRC unit: one batch on `runner`, or in a
+        stub session of its own."""
         if not sectors:
             return {}
-        report = self.run([stream.Crc(s.start, s.size) for s in sectors])
+        operations: List[stream.Operation] = [stream.Crc(s.start, s.size) for s in sectors]
+        report = runner.run(operations) if runner is not None else self.run(operations)
         values = stream.crc_map(report)
         return {s.index: values[(s.start, s.size)] for s in sectors}
 
@@ -383,6 +385,9 @@ class Session:
         """Program the user option bytes (f4load.option_bytes) and return what OPTCR reads afterwards; the
         session's TargetInfo is updated to match."""
         assert self.info is not None
+        if self._runner is not None:
+            # OptionProgrammer's BSY wait loop runs at option_bytes.WAIT_LOOP_ADDRESS, inside the stub's buffers.
+            raise SessionError("internal: option bytes cannot be programmed while the flash stub is loaded")
         self._halt_for_work()
         clock = self.virtual_now
         now = (lambda: clock() or 0.0) if self.is_sim else time.monotonic
@@ -402,7 +407,9 @@ class Session:
                 progress: Optional[Progress] = None, before_work: Optional[Callable[[Plan], None]] = None
                 ) -> Outcome:
         """Write `image`: sector CRCs -> plan -> erase/program stream (with a CRC of every changed sector
-        when `verify`). `before_work(plan)` is called once the plan is known, before the first erase."""
+        when `verify`), all with the stub loaded once (two batches of one StubRunner; the plan is made on the
+        host between them, reading back flash where it keeps bytes around the image). `before_work(plan)` is
+        called once the plan is known, before the first erase."""
         assert self.info is not None
         part = self.info.part
         image.check_fits(part)
@@ -410,59 +417,63 @@ class Session:
         outcome, started = Outcome(), self._start_clock()
         touched = [s for s in part.sectors_touching(image.start, image.end)
                    if next(image.ranges(s.start, s.end), None) is not None]
-        crcs = self.sector_crcs(touched)
-        work = plan(image, part, keep=keep, target_crc=lambda s: crcs[s.index], read_back=self.read)
-        outcome.plan = work
-        changing = [s for s in work.sectors if s.action is not Action.SKIP]
-        self.check_not_write_protected(s.sector for s in changing)
-        if before_work is not None:
-            before_work(work)
-        operations: List[stream.Operation] = []
-        for op in work.operations():
-            if isinstance(op, Erase):
-                operations.append(stream.EraseSector(op.sector.index))
-            else:
-                operations.append(stream.Program(op.address, op.data))
-                outcome.program_writes += program_writes(op.data, op.address, self.info.psize)
-        if verify:
-            operations += [stream.Crc(s.sector.start, s.sector.size) for s in changing]
-        if operations:
-            outcome.streams.append(self.run(operations, progress))
+        values: Dict[Tuple[int, int], int] = {}
+        with self.stub() as runner:
+            crcs = self.sector_crcs(touched, runner)
+            work = plan(image, part, keep=keep, target_crc=lambda s: crcs[s.index], read_back=self.read)
+            outcome.plan = work
+            changing = [s for s in work.sectors if s.action is not Action.SKIP]
+            self.check_not_write_protected(s.sector for s in changing)
+            if before_work is not None:
+                before_work(work)
+            operations: List[stream.Operation] = []
+            for op in work.operations():
+                if isinstance(op, Erase):
+                    operations.append(stream.EraseSector(op.sector.index))
+                else:
+                    operations.append(stream.Program(op.address, op.data))
+                    outcome.program_writes += program_writes(op.data, op.address, self.info.psize)
+            if verify:
+                operations += [stream.Crc(s.sector.start, s.sector.size) for s in changing]
+            if operations:
+                report = runner.run(operations, progress=progress)
+                outcome.streams.append(report)
+                values = stream.crc_map(report)
         outcome.erased = [s.sector for s in work.sectors if s.action.erases]
         outcome.skipped = [s.sector for s in work.sectors if s.action is Action.SKIP]
         outcome.bytes_programmed = work.bytes_programmed
         outcome.bytes_kept = work.bytes_kept
+        self._finish_clock(outcome, started)
         if verify:
-            values = stream.crc_map(outcome.streams[-1]) if changing else {}
             bad = [(s.sector.start, s.sector.size, s.crc, values[(s.sector.start, s.sector.size)])
                    for s in changing if values[(s.sector.start, s.sector.size)] != s.crc]
-            self._finish_clock(outcome, started)
             if bad:
                 raise VerifyError(_mismatch_text(bad, part), bad)
             outcome.verified = True
-        else:
-            self._finish_clock(outcome, started)
         return outcome
 
     def erase(self, sectors: Sequence[int], force: bool = False, progress: Optional[Progress] = None,
               before_work: Optional[Callable[[List[Sector]], None]] = None) -> Outcome:
         """Erase the sectors with these indexes. Sectors already blank (by the target's CRC) are skipped
-        unless `force`: an erase costs 0.25-2 s and wears the flash, a CRC about a millisecond.
-        `before_work(sectors)` is called with the sectors about to be erased, before the first erase."""
+        unless `force`: an erase costs 0.25-2 s and wears the flash, a CRC about a millisecond. The CRCs and
+        the erases run with the stub loaded once. `before_work(sectors)` is called with the sectors about to
+        be erased, before the first erase."""
         chosen = self._sectors(sectors)
         self.check_not_read_protected()
         outcome, started = Outcome(), self._start_clock()
-        if force:
-            to_erase = chosen
-        else:
-            crcs = self.sector_crcs(chosen)
-            to_erase = [s for s in chosen if crcs[s.index] != blank_crc(s.size)]
-            outcome.skipped = [s for s in chosen if s not in to_erase]
-        self.check_not_write_protected(to_erase)
-        if before_work is not None:
-            before_work(to_erase)
-        if to_erase:
-            outcome.streams.append(self.run([stream.EraseSector(s.index) for s in to_erase], progress))
+        with self.stub() as runner:
+            if force:
+                to_erase = chosen
+            else:
+                crcs = self.sector_crcs(chosen, runner)
+                to_erase = [s for s in chosen if crcs[s.index] != blank_crc(s.size)]
+                outcome.skipped = [s for s in chosen if s not in to_erase]
+            self.check_not_write_protected(to_erase)
+            if before_work is not None:
+                before_work(to_erase)
+            if to_erase:
+                outcome.streams.append(runner.run([stream.EraseSector(s.index) for s in to_erase],
+                                                  progress=progress))
         outcome.erased = to_erase
         self._finish_clock(outcome, started)
         return outcome
