@@ -388,6 +388,42 @@ def test_bsy_poll_loop_with_a_cyccnt_timeout_sees_a_normal_erase_end() -> None:
     assert 250 * PS_PER_MS <= chip.clock.now_ps - start <= 251 * PS_PER_MS  # 16 KB at x32: 250 ms typical
 
 
+# Sector 5 (128 KB, 1 s typical at x32) against a 10 ms timeout (160,000 cycles at 16 MHz).
+SHORT_TIMEOUT_AGAINST_A_1_S_ERASE = BSY_POLL_WITH_CYCCNT_TIMEOUT.replace(
+    "ldr r5, =16000000       @ timeout: one second of 16 MHz cycles", "ldr r5, =160000").replace(
+    "ldr r1, =0x1020A        @ STRT, PSIZE x32, SNB 1, SER", "ldr r1, =0x1022A        @ STRT, PSIZE x32, SNB 5, SER")
+
+
+@pytest.mark.parametrize("step_ps", [None, 100 * PS_PER_US, 7 * PS_PER_MS], ids=["until-halted", "100us", "7ms"])
+def test_a_poll_loop_timeout_shorter_than_the_erase_fires_whatever_the_callers_step(step_ps: Optional[int]) -> None:
+    # Poll skipping jumps at most 1/16 of the time polled so far, so the loop sees its 10 ms timeout expire
+    # with BSY still set, at most 1/16 late, however the host advances time.
+    chip = halted_chip_running_ram(SHORT_TIMEOUT_AGAINST_A_1_S_ERASE)
+    chip.resume()
+    start = chip.clock.now_ps
+    if step_ps is None:
+        assert chip.run_until_halted(2000 * PS_PER_MS)
+    else:
+        run_until_halted(chip, limit_ps=2000 * PS_PER_MS, step_ps=step_ps)
+    took = chip.clock.now_ps - start
+    assert chip.read_core_register(7) == 1  # timed out
+    assert chip.bus_read(FLASH_SR, 4) & FLASH_SR_BSY  # the erase goes on
+    assert 10 * PS_PER_MS <= took <= 10 * PS_PER_MS * 17 // 16 + (step_ps or 0)
+    # 1 ms jumps at first (then 1/16 of the time polled), plus one cut at the end of each caller step.
+    assert chip.poll_skips <= 12 + (10 * PS_PER_MS // step_ps if step_ps else 0)
+
+
+def test_a_poll_loop_waiting_out_a_1_s_erase_needs_few_jumps() -> None:
+    source = SHORT_TIMEOUT_AGAINST_A_1_S_ERASE.replace("ldr r5, =160000", "ldr r5, =48000000")  # 3 s
+    chip = halted_chip_running_ram(source)
+    chip.resume()
+    start = chip.clock.now_ps
+    assert chip.run_until_halted(5000 * PS_PER_MS)
+    assert chip.read_core_register(7) == 2  # BSY cleared before the 3 s timeout
+    assert 1000 * PS_PER_MS <= chip.clock.now_ps - start <= 1001 * PS_PER_MS
+    assert chip.poll_skips < 120
+
+
 def test_a_single_sr_read_during_an_erase_takes_no_time() -> None:
     # Only a loop (the same code reading SR with BSY set again) is skipped ahead; one read is just a read.
     chip = halted_chip_running_ram("""
@@ -506,6 +542,24 @@ def test_erased_flash_locks_the_core_up() -> None:
     chip.advance(10 * PS_PER_US)
     assert chip.lockup
     assert chip.bus_read(0xE000_EDF0, 4) & (1 << 19)  # S_LOCKUP
+
+
+def test_a_hardfault_vector_that_is_not_executable_locks_up_after_the_exception_entry() -> None:
+    # HardFault's vector points into CCM RAM (data bus only): the entry completes (frame pushed, IPSR = 3,
+    # LR = EXC_RETURN) and the core then locks up fetching the handler, as on silicon.
+    chip = new_chip(flash_program=vector_table(hardfault="0x10000000") + """
+    reset:
+        movs r0, #0x42
+        udf #0
+    """)
+    chip.advance(10 * PS_PER_US)
+    assert chip.lockup
+    assert chip.active_exception == 3
+    assert chip.read_core_register(16) & 0x1FF == 3  # xPSR.IPSR = HardFault
+    assert chip.read_core_register(14) == 0xFFFF_FFF9  # EXC_RETURN: thread mode, main stack
+    frame = chip.bus_read_block(STACK_TOP - 32, 32)
+    assert int.from_bytes(frame[0:4], "little") == 0x42  # stacked r0
+    assert chip.pc == 0xFFFF_FFFE
 
 
 def test_nrst_holds_the_core_and_release_with_vector_catch_halts_at_reset() -> None:
@@ -777,11 +831,11 @@ def test_debugger_programs_flash_word_by_word_and_waits_for_each_write() -> None
     chip.bus_write(FLASH_CR, 4, 0x201)
     start = chip.clock.now_ps
     chip.bus_write_block(0x0800_8000, bytes(range(16)))
-    assert chip.bus_read_block(0x0800_8000, 12) == bytes(range(12))
     # Each word waits for the previous one: three 16 us programs have passed, the fourth is running.
-    assert chip.clock.now_ps - start == 3 * 16 * PS_PER_US
-    chip.advance(16 * PS_PER_US)
+    assert chip.clock.now_ps - start == 3 * 16 * PS_PER_US and chip.flash.busy
+    # A read of flash waits for the fourth (one bank), then sees all four words.
     assert chip.bus_read_block(0x0800_8000, 16) == bytes(range(16))
+    assert chip.clock.now_ps - start == 4 * 16 * PS_PER_US
 
 
 def test_probe_style_pin_reset_then_nrst_hold_is_one_reset_and_the_application_does_not_run() -> None:
@@ -856,3 +910,46 @@ def test_stub_init_reports_cr_locked_by_a_bad_key_with_the_ignored_bus_fault() -
     assert error.address == FLASH_KEYR
     assert not chip.lockup and chip.active_exception == 0
     assert chip.scs.bfar == FLASH_KEYR
+
+
+# --- debugger reads of a busy flash ------------------------------------------------------------------------
+def _debugger_starts_erase_of_sector_1(chip: Chip) -> None:
+    chip.bus_write(FLASH_KEYR, 4, 0x4567_0123)
+    chip.bus_write(FLASH_KEYR, 4, 0xCDEF_89AB)
+    chip.bus_write(FLASH_CR, 4, 0x1020A)  # STRT, PSIZE x32, SNB 1, SER
+    assert chip.flash.busy
+
+
+@pytest.mark.parametrize("block", [False, True], ids=["word", "block"])
+def test_a_debugger_read_of_flash_stalls_until_the_erase_ends(block: bool) -> None:
+    # One bank: a flash read waits for the erase (digest, "Flash code fetches stall during erase/program").
+    chip = new_chip()
+    chip.debugen = True
+    chip.halt(DFSR_HALTED)
+    chip.load(0x0800_4000, b"\x12\x34\x56\x78")
+    _debugger_starts_erase_of_sector_1(chip)
+    ends = chip.flash.busy_until_ps()
+    value = (int.from_bytes(chip.bus_read_block(0x0800_4000, 8)[:4], "little") if block
+             else chip.bus_read(0x0800_4000, 4))
+    assert value == 0xFFFF_FFFF  # the erased bytes, not the old ones
+    assert chip.clock.now_ps == ends
+    assert not chip.bus_read(FLASH_SR, 4) & FLASH_SR_BSY
+
+
+def test_a_debugger_read_of_flash_with_bsy_stuck_faults() -> None:
+    chip = new_chip(Faults(bsy_stuck=True))
+    chip.debugen = True
+    chip.halt(DFSR_HALTED)
+    _debugger_starts_erase_of_sector_1(chip)
+    with pytest.raises(BusFault, match="stalled"):
+        chip.bus_read(0x0800_4000, 4)
+
+
+def test_a_debugger_read_of_ram_during_an_erase_takes_no_time() -> None:
+    chip = new_chip()
+    chip.debugen = True
+    chip.halt(DFSR_HALTED)
+    _debugger_starts_erase_of_sector_1(chip)
+    before = chip.clock.now_ps
+    chip.bus_read(SRAM, 4)
+    assert chip.clock.now_ps == before and chip.flash.busy

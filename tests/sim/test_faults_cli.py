@@ -20,6 +20,8 @@ from f4load import registers as reg
 from f4load.part import KB
 from f4load.sim import faults as sim_faults
 from f4load.sim import state as sim_state
+from f4load.sim.chip import Chip
+from f4load.sim.clock import PS_PER_MS
 from f4load.sim.faults import FAULT_KINDS, Faults, FaultSpecError, ResetDuring, parse_fault_spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -160,6 +162,7 @@ faults_strategy = st.builds(
     flash_kb=st.sampled_from([512, 1024]),
     clone=st.booleans(),
     max_timing=st.booleans(),
+    lsi_hz=st.integers(sim_faults.LSI_MIN_HZ, sim_faults.LSI_MAX_HZ),
 )
 
 
@@ -341,3 +344,24 @@ def test_no_command_prints_help(tmp_path: Path) -> None:
     result = run_cli(state=tmp_path)
     assert result.returncode == 0
     assert "status" in result.stdout and "fault" in result.stdout
+
+
+def test_the_lsi_fault_reads_khz_and_round_trips():
+    spec = parse_fault_spec("lsi=47k")
+    assert spec.lsi_hz == 47_000
+    assert spec.to_text() == "lsi=47k"
+    assert parse_fault_spec("lsi=17500Hz").to_text() == "lsi=17500"
+    assert Faults.from_dict(spec.to_dict()) == spec
+
+
+def test_an_lsi_outside_the_datasheet_range_is_refused():
+    with pytest.raises(FaultSpecError, match="17 kHz to 47 kHz"):
+        parse_fault_spec("lsi=50k")
+
+
+def test_the_chip_runs_the_iwdg_from_the_faulted_lsi():
+    chip = Chip(parse_fault_spec("lsi=47k hw-watchdog"))
+    chip.apply_option_faults()
+    chip.power_on()
+    assert chip.iwdg.lsi_hz == 47_000
+    assert chip.iwdg.timeout_ps < 350 * PS_PER_MS  # 512 ms nominal, 32/47 of it

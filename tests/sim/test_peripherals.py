@@ -359,3 +359,37 @@ def test_a_new_prescaler_slows_a_running_countdown_without_a_reload():
     iwdg.write(0x00, IWDG_KEY_ACCESS)
     iwdg.write(0x04, 6)  # /256: the remaining ticks now last 64 times longer
     assert iwdg.expiry_ps(counting=True) == 256 * PS_PER_MS + 64 * 256 * PS_PER_MS
+
+
+def test_pr_and_rlr_writes_while_pvu_and_rvu_are_set_are_ignored():
+    # RM0090 19.4.4 (IWDG_SR): the prescaler (reload) value can be updated only while PVU (RVU) is 0.
+    iwdg = Iwdg()
+    iwdg.write(KR, IWDG_KEY_ACCESS)
+    iwdg.write(PR, 2)
+    iwdg.write(RLR, 100)
+    iwdg.write(PR, 5)  # PVU still set: ignored
+    iwdg.write(RLR, 200)  # RVU still set: ignored
+    assert (iwdg.read(PR), iwdg.read(RLR)) == (2, 100)
+    iwdg.sync(5 * 31_250_000, counting=True)  # both updates done
+    assert iwdg.read(SR) == 0
+    iwdg.write(PR, 5)
+    iwdg.write(RLR, 200)
+    assert (iwdg.read(PR), iwdg.read(RLR)) == (5, 200)
+
+
+def test_a_47_khz_lsi_shortens_the_iwdg_timeout_in_proportion():
+    iwdg = Iwdg(lsi_hz=47_000)
+    iwdg.hardware_start()  # /4, 0xFFF: 512 ms at 32 kHz
+    assert iwdg.timeout_ps == 4 * 4096 * (10**12 // 47_000)  # 348.6 ms
+    assert abs(iwdg.timeout_ps - 512 * PS_PER_MS * 32 / 47) < PS_PER_US
+
+
+def test_a_17_khz_lsi_stretches_the_iwdg_timeout_and_its_update_flags():
+    iwdg = Iwdg(lsi_hz=17_000)
+    iwdg.write(KR, IWDG_KEY_ACCESS)
+    iwdg.write(PR, 1)
+    iwdg.sync(5 * 31_250_000, counting=True)  # 5 periods at 32 kHz: not yet 5 periods at 17 kHz
+    assert iwdg.read(SR) == 0b01
+    iwdg.sync(5 * (10**12 // 17_000), counting=True)
+    assert iwdg.read(SR) == 0
+    assert iwdg.timeout_ps == 8 * 4096 * (10**12 // 17_000)  # 963.8 ms instead of 1.024 s

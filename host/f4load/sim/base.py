@@ -54,7 +54,8 @@ class ChipBase:
     _core_ps: int  # when the core's next instruction executes (may run ahead of the clock)
     _idle_until: Optional[int]  # idle loop: the core waits until then
     _wait_flash: bool  # stalled on a flash access while BSY=1
-    _stuck_since: Optional[int]  # when the core started polling a stuck BSY
+    _poll_since: Optional[int]  # when the core started polling the BSY of the current operation
+    _poll_until: Optional[int]  # the end of that operation (None: BSY stuck)
     _block_address: int  # the translated block the core is executing
     _bsy_read_block: Optional[int]  # the block whose SR read last saw BSY=1
     _loop_io: bool  # an MMIO access happened since the idle-loop snapshot
@@ -70,6 +71,7 @@ class ChipBase:
     instructions: int
     resets: Dict[str, int]
     poll_skips: int
+    power_cycles: int  # power-level resets (POR/BOR): the debug domain (SW-DP) lost power too
     idle_loops: int
 
     # --- memory ---------------------------------------------------------------------------------------

@@ -72,6 +72,7 @@ class ChipBus(ChipBase):
         if kind == "flash":
             if self.flash.reads_blocked:
                 raise BusFault(f"flash read at {address:#010x} blocked: RDP level 1 with a debugger attached")
+            self._stall_debugger_read_while_busy(address)
             offset = flash_offset(address)
             return int.from_bytes(self._flash_mem[offset:offset + size], "little")
         if kind in ("ram", "sysmem"):
@@ -101,6 +102,7 @@ class ChipBus(ChipBase):
             return b""
         kind = self._kind(address, length)
         if kind == "flash" and not self.flash.reads_blocked:
+            self._stall_debugger_read_while_busy(address)
             offset = flash_offset(address)
             return bytes(self._flash_mem[offset:offset + length])
         if kind in ("ram", "sysmem"):
@@ -126,6 +128,14 @@ class ChipBus(ChipBase):
     def _kind(self, address: int, length: int) -> str:
         """What backs [address, address + length) (memory_map.region_kind)."""
         return region_kind(address, length, self._flash_size)
+
+    def _stall_debugger_read_while_busy(self, address: int) -> None:
+        """A debugger read of main flash while BSY=1 stalls until the operation ends (one bank: every flash
+        read waits for an erase or program, digest "Rules that matter"); time passes. With BSY stuck the
+        transfer never completes: the probe sees a fault."""
+        self._stall_debugger_while_busy()
+        if self.flash.busy:
+            raise BusFault(f"flash read at {address:#010x} stalled: BSY never clears")
 
     def _debugger_store_to_flash(self, address: int, size: int, value: int) -> None:
         """A debugger store into flash or the system area: the AHB stalls while BSY=1, then the model rules."""

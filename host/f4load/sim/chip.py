@@ -87,7 +87,8 @@ class Chip(ChipCore, ChipBus, ChipFlashWait, ChipExceptions):
         self._core_ps = 0  # when the core's next instruction executes (may run ahead of the clock)
         self._idle_until: Optional[int] = None  # poll skipping: the core waits until then
         self._wait_flash = False  # stalled on a flash access while BSY=1
-        self._stuck_since: Optional[int] = None  # when the core started polling a stuck BSY
+        self._poll_since: Optional[int] = None  # when the core started polling the current operation's BSY
+        self._poll_until: Optional[int] = None  # that operation's end (None: BSY stuck)
         self._block_address = -1  # the translated block the core is executing
         self._bsy_read_block: Optional[int] = None  # the block whose SR read last saw BSY=1
         self._in_run = False
@@ -101,6 +102,7 @@ class Chip(ChipCore, ChipBus, ChipFlashWait, ChipExceptions):
         self.instructions = 0
         self.resets: Dict[str, int] = {}
         self.poll_skips = 0
+        self.power_cycles = 0  # POR/BOR resets so far; the DebugPort powers down when it changes
         self.idle_loops = 0
 
         # --- memory ---------------------------------------------------------------------------------
@@ -122,7 +124,7 @@ class Chip(ChipCore, ChipBus, ChipFlashWait, ChipExceptions):
         self.flash.on_operation = self._on_flash_operation
         self.on_flash_operation: Optional[Callable[[str, str], None]] = None  # for tools: (kind, phase)
         self.rcc = Rcc()
-        self.iwdg = Iwdg()
+        self.iwdg = Iwdg(faults.lsi_hz)
         self.crc = CrcUnit(lambda: self.rcc.crc_enabled)
         self.uc = self._build_unicorn()
         self.scs = SystemControlSpace(self)

@@ -463,7 +463,7 @@ class ChipCore(ChipBase):
         self.sleeping = False
         self._idle_until = None
         self._wait_flash = False
-        self._stuck_since = None
+        self._poll_since = None
         self._run_state_changed()
 
     def resume(self) -> None:
@@ -472,7 +472,7 @@ class ChipCore(ChipBase):
         self.halted = False
         self._resume_pc = self.uc.reg_read(arm.UC_ARM_REG_PC)
         self._core_ps = self.clock.now_ps
-        self._stuck_since = None
+        self._poll_since = None
         self._run_state_changed()
 
     def step(self) -> None:

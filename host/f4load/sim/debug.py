@@ -712,6 +712,10 @@ class DebugPort:
     `read_ap(addr)`/`write_ap(addr, value)`: with pyocd's MANAGED_AP_SELECTION, `addr` is `(APSEL << 24) |
     register`; an address with no bits above 0xF is the raw form, and APSEL/APBANKSEL come from SELECT.
 
+    A power-level reset of the chip (POR, BOR/brown-out; `chip.power_cycles` changes) resets the SW-DP as on
+    silicon: CTRL/STAT (power-up requests and ACKs, sticky flags), SELECT, the AHB-AP's CSW and TAR go back to
+    their reset values, so AP accesses fail until the debugger powers the debug domain up again.
+
     Power-up handshake: CTRL/STAT.CSYSPWRUPACK/CDBGPWRUPACK follow their requests at once. An AP access
     before both are acknowledged, or while STICKYERR is set, fails. A memory access through DRW/BDn that the
     bus rejects sets STICKYERR and raises BusFault (the probe turns that into pyocd's TransferFaultError); a
@@ -721,14 +725,27 @@ class DebugPort:
 
     def __init__(self, chip: Chip) -> None:
         self.chip = chip
+        self._power_cycles = chip.power_cycles
+        self.power_down()
+
+    def power_down(self) -> None:
+        """The SW-DP's reset state: debug domain powered down, no sticky flags, SELECT/CSW/TAR reset."""
         self.ctrl_stat = 0
         self.select = 0
         self.rdbuff = 0
         self.csw = CSW_RESET
         self.tar = 0
 
+    def _follow_power(self) -> None:
+        """A POR/BOR since the last access powered the debug domain down (RM0090 38: the SW-DP is reset by a
+        power-on reset, not by a system reset)."""
+        if self.chip.power_cycles != self._power_cycles:
+            self._power_cycles = self.chip.power_cycles
+            self.power_down()
+
     # --- DP -------------------------------------------------------------------------------------------------
     def read_dp(self, addr: int) -> int:
+        self._follow_power()
         reg = addr & 0xC
         if reg == DP_IDR:
             return DP_IDR_VALUE
@@ -739,6 +756,7 @@ class DebugPort:
         return self.rdbuff  # RDBUFF
 
     def write_dp(self, addr: int, value: int) -> None:
+        self._follow_power()
         reg = addr & 0xC
         value &= 0xFFFF_FFFF
         if reg == DP_ABORT:
@@ -771,6 +789,7 @@ class DebugPort:
         return (self.select >> 24) & 0xFF, (self.select & 0xF0) | (addr & 0xC)
 
     def _check_ap_access(self) -> None:
+        self._follow_power()
         if not self.powered:
             self.ctrl_stat |= STICKYERR
             raise BusFault("AP access before the debug power-up handshake (CTRL/STAT CxxxPWRUPACK)")

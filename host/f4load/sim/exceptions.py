@@ -118,6 +118,9 @@ class ChipExceptions(ChipBase):
         handler = self._read_vector(number)
         if handler is None or not handler & 1 or not self._executable(handler & ~1):
             if number == HARDFAULT:
+                # The entry completes (frame pushed, IPSR = 3, LR = EXC_RETURN); the core then locks up
+                # fetching the handler (ARMv7-M B1.5.15: a fault while executing at HardFault priority).
+                self._set_exception(number, exc_return)
                 self._enter_lockup()
             else:
                 self._set_exception(number, exc_return)
@@ -223,6 +226,7 @@ class ChipExceptions(ChipBase):
             self.iwdg.reset()
             self.crc.reset()
             if power:
+                self.power_cycles += 1  # the SW-DP is reset too (debug.DebugPort follows this count)
                 self.debugen = False
                 self.demcr = 0
                 self.dfsr = 0
@@ -266,7 +270,7 @@ class ChipExceptions(ChipBase):
         self.sleeping = False
         self._idle_until = None
         self._wait_flash = False
-        self._stuck_since = None
+        self._poll_since = None
         self._resume_pc = None
         self._core_ps = self.clock.now_ps
 

@@ -54,6 +54,11 @@ IWDG_MAX_MS = 4096 * 256 * 1000 / reg.LSI_HZ
 VDD_MIN = 1.8
 VDD_MAX = 3.6
 
+# DS8626 (LSI oscillator characteristics): f_LSI 17 kHz min, 32 kHz typ, 47 kHz max. The IWDG counts
+# LSI periods, so its real timeout is the nominal one times 32 kHz / f_LSI.
+LSI_MIN_HZ = 17_000
+LSI_MAX_HZ = 47_000
+
 FLASH_SIZES_KB = (512, 1024)
 
 
@@ -102,6 +107,7 @@ class Faults:
     flash_kb: int = 512  # 512 (xE) or 1024 (xG)
     clone: bool = False  # identity of a non-ST part claiming to be an F407
     max_timing: bool = False  # use DS8626 maximum erase/program times instead of typical
+    lsi_hz: int = reg.LSI_HZ  # the LSI frequency that clocks the IWDG (17-47 kHz; firmware assumes 32 kHz)
 
     # ----------------------------------------------------------------------------------------------------
     def validate(self) -> Faults:
@@ -146,6 +152,10 @@ class Faults:
                 or not VDD_MIN <= vdd <= VDD_MAX:
             raise FaultSpecError(f"vdd: {vdd!r} V is outside the STM32F407 supply range "
                                  f"({VDD_MIN:g} V to {VDD_MAX:g} V)")
+        lsi = self.lsi_hz
+        if isinstance(lsi, bool) or not isinstance(lsi, int) or not LSI_MIN_HZ <= lsi <= LSI_MAX_HZ:
+            raise FaultSpecError(f"lsi: {lsi!r} Hz is outside the DS8626 LSI range "
+                                 f"({LSI_MIN_HZ // 1000} kHz to {LSI_MAX_HZ // 1000} kHz)")
         return self
 
     # ----------------------------------------------------------------------------------------------------
@@ -403,11 +413,34 @@ def _format_flash(faults: Faults) -> List[str]:
     return [] if faults.flash_kb == Faults().flash_kb else [f"flash={faults.flash_kb}"]
 
 
+def _apply_lsi(faults: Faults, value: Optional[str]) -> None:
+    """`lsi=47k`, `lsi=47kHz`, `lsi=17500` (Hz) or `lsi=17.5k`."""
+    text = (value or "").strip().lower()
+    if text.endswith("hz"):
+        text = text[:-2]
+    scale = 1000 if text.endswith("k") else 1
+    text = text.rstrip("k")
+    try:
+        hz = float(text) * scale
+    except ValueError:
+        raise FaultSpecError(f"lsi: {value!r} is not a frequency like 47k") from None
+    if math.isnan(hz) or hz != int(hz):
+        raise FaultSpecError(f"lsi: {value!r} is not a whole number of Hz")
+    faults.lsi_hz = int(hz)
+
+
+def _format_lsi(faults: Faults) -> List[str]:
+    if faults.lsi_hz == Faults().lsi_hz:
+        return []
+    hz = faults.lsi_hz
+    return [f"lsi={hz // 1000}k" if hz % 1000 == 0 else f"lsi={hz}"]
+
+
 _FIELD_TO_NAME = {
     "write_protected": "wrp", "rdp_level1": "rdp1", "hardware_watchdog": "hw-watchdog",
     "iwdg_timeout_ms": "iwdg", "sticky_sr": "sticky", "cr_locked_by_bad_key": "bad-key", "bsy_stuck": "bsy-stuck",
     "reset_during": "reset", "disconnect_after_commands": "disconnect", "supply_voltage": "vdd",
-    "flash_kb": "flash", "clone": "clone", "max_timing": "max-timing",
+    "flash_kb": "flash", "clone": "clone", "max_timing": "max-timing", "lsi_hz": "lsi",
 }
 
 FAULT_KINDS: Tuple[FaultKind, ...] = (
@@ -438,6 +471,8 @@ FAULT_KINDS: Tuple[FaultKind, ...] = (
               *_flag("clone")),
     FaultKind("max-timing", None, "erase and program take DS8626 maximum times instead of typical", False,
               *_flag("max_timing")),
+    FaultKind("lsi", "FREQ", "LSI frequency clocking the IWDG (DS8626: 17-47 kHz, 32 kHz typical)", False,
+              _apply_lsi, _format_lsi, example="47k"),
 )
 _KINDS_BY_NAME: Dict[str, FaultKind] = {kind.name: kind for kind in FAULT_KINDS}
 OPTION_BYTE_FAULTS = tuple(kind.name for kind in FAULT_KINDS if kind.option_byte)

@@ -9,11 +9,12 @@ and flash accesses). When the same code reads SR with BSY set a second time (a p
 say for an error report, is left alone), nothing the core can do changes BSY until the operation ends, so the
 core's time jumps (inside the run) to the end of the operation or of the budget, and the load completes with
 the status at that time: BSY=1 if the jump ended first, so the loop's next instructions (a CYCCNT timeout, an
-IWDG refresh) run. While the IWDG counts, one jump is at most a quarter of its timeout, so a loop that
-refreshes it between polls stays in time. With BSY stuck (`bsy_stuck`: the operation has no end) a jump is
-1 ms at first and then 1/16 of the time the core has polled (since it last resumed), so a loop's own timeout
-fires at most 1/16 late after a few dozen polls. A normal operation's jump goes straight to its end: a poll
-loop whose timeout is shorter than the operation does not see it expire (approximation).
+IWDG refresh) run. One jump is at most 1 ms at first and then 1/16 of the time the core has polled this
+operation (since its first skipped poll, or since the core last resumed), so a loop's own timeout fires at
+most 1/16 late, whatever step the caller advances time by; that holds for a normal operation (a 10 ms
+timeout against a 1 s erase fires at 10-11 ms, not at the end of the erase) and for one whose BSY never
+clears (`bsy_stuck`). A 1 s erase costs about 80 jumps, a 16 us program write one. While the IWDG counts,
+one jump is also at most a quarter of its timeout, so a loop that refreshes it between polls stays in time.
 
 Stalls: a FLASH_CR write or a flash store while BSY=1 stalls the core until BSY clears (RM0090 3.6): inside
 the budget the core's time jumps to the end of the operation, else the run stops and the access runs again
@@ -26,6 +27,8 @@ operation ends, and time passes; with BSY stuck the flash model refuses the acce
 """
 from __future__ import annotations
 
+from typing import Optional
+
 from f4load.registers import FLASH_BASE, FLASH_CR, FLASH_SR
 from f4load.sim.base import ChipBase
 from f4load.sim.clock import PS_PER_MS
@@ -33,10 +36,10 @@ from f4load.sim.core import CYCLE_PS
 
 FLASH_SR_OFFSET = FLASH_SR - FLASH_BASE
 FLASH_CR_OFFSET = FLASH_CR - FLASH_BASE
-# Poll skipping with BSY stuck: the first jumps are 1 ms (what one ST-Link command costs, and the stub's
-# timeout resolution), later ones 1/16 of the time polled so far.
-STUCK_POLL_STEP_PS = 1 * PS_PER_MS
-STUCK_POLL_GROWTH = 16
+# Poll skipping: the first jumps are at most 1 ms (what one ST-Link command costs, and the stub's timeout
+# resolution), later ones at most 1/16 of the time this operation has been polled.
+POLL_STEP_PS = 1 * PS_PER_MS
+POLL_GROWTH = 16
 
 
 class ChipFlashWait(ChipBase):
@@ -56,18 +59,16 @@ class ChipFlashWait(ChipBase):
         return value
 
     def _skip_poll(self) -> bool:
-        """The core polls BSY: nothing it does changes BSY, so its time jumps to the end of the operation or
-        of the budget, and at most a quarter of the IWDG timeout while the IWDG counts (module docstring).
-        With BSY stuck (`bsy_stuck`: no end) the jump is one stuck-poll step (`_stuck_poll_step`). The load
-        then completes with the status at that time, so the loop's next instructions (its timeout check, an
-        IWDG refresh) run. True if time moved."""
+        """The core polls BSY: nothing it does changes BSY, so its time jumps towards the end of the operation:
+        to the end, the end of the budget, or one poll step (`_poll_step`: a loop's own timeout fires at most
+        1/16 late), whichever comes first, and at most a quarter of the IWDG timeout while the IWDG counts
+        (module docstring). The load then completes with the status at that time, so the loop's next
+        instructions (its timeout check, an IWDG refresh) run. True if time moved."""
         now = self.clock.now_ps
-        target = self._deadline
         until = self.flash.busy_until_ps()
+        target = min(self._deadline, now + self._poll_step(now, until))
         if until is not None:
             target = min(target, until)
-        else:
-            target = min(target, now + self._stuck_poll_step(now))
         if self.iwdg.running and self._iwdg_counting:
             target = min(target, now + max(self.iwdg.timeout_ps // 4, CYCLE_PS))
         if target <= now:
@@ -76,13 +77,14 @@ class ChipFlashWait(ChipBase):
         self._jump_core_to(target)
         return True
 
-    def _stuck_poll_step(self, now: int) -> int:
-        """How far one poll of a BSY that will never clear may jump: STUCK_POLL_STEP_PS at first, then 1/16 of
-        the time the core has been polling it (since it last resumed), so the loop's own timeout ends the
-        wait at most 1/16 late after O(log) iterations instead of thousands."""
-        if self._stuck_since is None:
-            self._stuck_since = now
-        return max(STUCK_POLL_STEP_PS, (now - self._stuck_since) // STUCK_POLL_GROWTH)
+    def _poll_step(self, now: int, until: Optional[int]) -> int:
+        """How far one poll may jump: POLL_STEP_PS at first, then 1/16 of the time the core has been polling
+        this operation (`until` is its end, None when BSY is stuck; counted since the core last resumed), so
+        the loop's own timeout ends the wait at most 1/16 late after O(log) iterations instead of thousands."""
+        if self._poll_since is None or self._poll_until != until:
+            self._poll_since = now
+            self._poll_until = until
+        return max(POLL_STEP_PS, (now - self._poll_since) // POLL_GROWTH)
 
     def _jump_core_to(self, when: int) -> None:
         """Inside a run: the core's time moves to `when` (<= the run's deadline) as if it had waited."""

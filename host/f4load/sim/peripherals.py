@@ -163,10 +163,20 @@ IWDG_SR_OFFSET = 0x0C
 IWDG_SR_PVU = 1 << 0
 IWDG_SR_RVU = 1 << 1
 IWDG_RLR_MAX = 0xFFF
-PS_PER_LSI_TICK = PS_PER_S // LSI_HZ  # 31.25 us, exact in picoseconds
+# DS8626 (LSI oscillator characteristics): f_LSI 17 kHz min, 32 kHz typ, 47 kHz max. The model runs the LSI at
+# `Iwdg.lsi_hz` (the `lsi=` fault; 32 kHz by default); firmware sizes PR/RLR for the nominal 32 kHz.
+LSI_MIN_HZ = 17_000
+LSI_MAX_HZ = 47_000
+PS_PER_LSI_TICK = PS_PER_S // LSI_HZ  # 31.25 us at the nominal 32 kHz, exact in picoseconds
 # PVU/RVU stay set while the value crosses into the VDD domain: "up to 5 RC 40 kHz cycles" (RM0090 19.4, IWDG_SR);
-# the model uses 5 periods of its 32 kHz LSI.
-IWDG_UPDATE_PS = 5 * PS_PER_LSI_TICK
+# the model uses 5 periods of its LSI.
+IWDG_UPDATE_TICKS = 5
+IWDG_UPDATE_PS = IWDG_UPDATE_TICKS * PS_PER_LSI_TICK
+
+
+def lsi_tick_ps(lsi_hz: int = LSI_HZ) -> int:
+    """One LSI period in picoseconds (rounded down; exact at 32 kHz)."""
+    return PS_PER_S // lsi_hz
 
 
 def iwdg_divider(prescaler: int) -> int:
@@ -174,9 +184,10 @@ def iwdg_divider(prescaler: int) -> int:
     return 4 << min(prescaler & 7, 6)
 
 
-def timeout_for(prescaler: int, reload: int) -> int:
-    """Picoseconds from a reload until the counter reaches 0 (RM0090 19.3.3 timeout table: /4 with 0xFFF is 512 ms)."""
-    return iwdg_divider(prescaler) * ((reload & IWDG_RLR_MAX) + 1) * PS_PER_LSI_TICK
+def timeout_for(prescaler: int, reload: int, lsi_hz: int = LSI_HZ) -> int:
+    """Picoseconds from a reload until the counter reaches 0 (RM0090 19.3.3 timeout table at 32 kHz: /4 with
+    0xFFF is 512 ms); a faster or slower LSI (`lsi_hz`) shortens or stretches it in proportion."""
+    return iwdg_divider(prescaler) * ((reload & IWDG_RLR_MAX) + 1) * lsi_tick_ps(lsi_hz)
 
 
 def iwdg_settings_for(timeout_ms: float) -> Tuple[int, int]:
@@ -191,7 +202,7 @@ def iwdg_settings_for(timeout_ms: float) -> Tuple[int, int]:
 
 
 class Iwdg:
-    """The independent watchdog, clocked by the 32 kHz LSI, counted lazily from virtual time.
+    """The independent watchdog, clocked by the LSI (`lsi_hz`, 32 kHz nominal), counted lazily from virtual time.
 
     The chip calls `sync(now_ps, counting)` before every register access and whenever it advances time,
     saying whether the counter ran over the interval since the previous sync (it does not while the core is
@@ -200,9 +211,14 @@ class Iwdg:
     IWDG cannot be stopped except by a reset: the chip syncs to the reset moment, then calls `reset()` (and
     `hardware_start()` when WDG_SW = 0), so the new countdown starts at the reset.
     The LSI is not tied to RCC_CSR.LSION: starting the IWDG forces the LSI on (RM0090 19.3.2).
+
+    PR and RLR take a write only while the key 0x5555 is in effect and the previous update of that register
+    has finished: RM0090 19.4.4 (IWDG_SR) says the prescaler (reload) value "can be updated only when PVU
+    (RVU) bit is reset", so a write while PVU (RVU) is set is ignored.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, lsi_hz: int = LSI_HZ) -> None:
+        self.lsi_hz = lsi_hz
         self._last_ps = 0
         self.reset()
 
@@ -231,18 +247,32 @@ class Iwdg:
         self._reload_counter()
 
     def _reload_counter(self) -> None:
-        self._remaining_ps = timeout_for(self.prescaler, self.reload)
+        self._remaining_ps = timeout_for(self.prescaler, self.reload, self.lsi_hz)
 
     @property
     def timeout_ps(self) -> int:
-        return timeout_for(self.prescaler, self.reload)
+        return timeout_for(self.prescaler, self.reload, self.lsi_hz)
+
+    @property
+    def _update_ps(self) -> int:
+        return IWDG_UPDATE_TICKS * lsi_tick_ps(self.lsi_hz)
+
+    @property
+    def prescaler_updating(self) -> bool:
+        """IWDG_SR.PVU: a PR write is still crossing into the VDD domain."""
+        return self._last_ps < self._pvu_until_ps
+
+    @property
+    def reload_updating(self) -> bool:
+        """IWDG_SR.RVU: an RLR write is still crossing into the VDD domain."""
+        return self._last_ps < self._rvu_until_ps
 
     @property
     def counter(self) -> int:
         """IWDG down-counter value (not a register on this part; for inspection and tests)."""
         if not self.running:
             return self.reload
-        tick = iwdg_divider(self.prescaler) * PS_PER_LSI_TICK
+        tick = iwdg_divider(self.prescaler) * lsi_tick_ps(self.lsi_hz)
         return max(0, -(-self._remaining_ps // tick) - 1)
 
     def sync(self, now_ps: int, counting: bool) -> None:
@@ -266,8 +296,8 @@ class Iwdg:
         elif word_offset == IWDG_RLR_OFFSET:
             word = self.reload
         elif word_offset == IWDG_SR_OFFSET:
-            word = ((IWDG_SR_PVU if self._last_ps < self._pvu_until_ps else 0)
-                    | (IWDG_SR_RVU if self._last_ps < self._rvu_until_ps else 0))
+            word = ((IWDG_SR_PVU if self.prescaler_updating else 0)
+                    | (IWDG_SR_RVU if self.reload_updating else 0))
         else:
             word = 0  # KR is write-only
         return _lane_read(word, offset, size)
@@ -281,7 +311,7 @@ class Iwdg:
                 self._reload_counter()
             elif key == IWDG_KEY_START:
                 self.start()
-        elif word_offset == IWDG_PR_OFFSET and self._access:
+        elif word_offset == IWDG_PR_OFFSET and self._access and not self.prescaler_updating:
             old_tick = iwdg_divider(self.prescaler)
             self.prescaler = _lane_merge(self.prescaler, offset, value, size)[1] & 7
             # RM0090 19.4.2: the prescaler divides the LSI that clocks the down-counter, so a new PR changes
@@ -289,10 +319,10 @@ class Iwdg:
             # reload. The Keil FLM relies on this to slow a hardware watchdog without reloading it.
             if self.running:
                 self._remaining_ps = self._remaining_ps * iwdg_divider(self.prescaler) // old_tick
-            self._pvu_until_ps = self._last_ps + IWDG_UPDATE_PS
-        elif word_offset == IWDG_RLR_OFFSET and self._access:
+            self._pvu_until_ps = self._last_ps + self._update_ps
+        elif word_offset == IWDG_RLR_OFFSET and self._access and not self.reload_updating:
             self.reload = _lane_merge(self.reload, offset, value, size)[1] & IWDG_RLR_MAX
-            self._rvu_until_ps = self._last_ps + IWDG_UPDATE_PS
+            self._rvu_until_ps = self._last_ps + self._update_ps
 
 
 # --- CRC unit, RM0090 4 ------------------------------------------------------------------------------------
