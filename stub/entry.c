@@ -14,12 +14,9 @@ _Static_assert(sizeof(struct f4load_error) == 44u, "f4load_error is 11 words");
 _Static_assert(sizeof(((struct f4load_queue *)0)->slots) / sizeof(struct f4load_command) == F4LOAD_QUEUE_SLOTS,
                "queue slots match F4LOAD_QUEUE_SLOTS");
 
-/* Which flash sizes F_SIZE may name on an F405/407/415/417 (RM0090 1: 512 KB xE, 1 MB xG parts). */
-#define F_SIZE_MIN_KB  512u
-#define F_SIZE_MAX_KB  1024u
-
-/* CMSIS Init fnc values. */
-#define FNC_VERIFY     3u
+/* The flash sizes F_SIZE may name on an F405/407/415/417 (RM0090 1: 512 KB xE, 1 MB xG parts). */
+#define F_SIZE_XE_KB   512u
+#define F_SIZE_XG_KB   1024u
 
 uint32_t not_initialized(uint32_t op)
 {
@@ -49,14 +46,45 @@ uint32_t check_range(uint32_t op, uint32_t adr, uint32_t sz)
 }
 
 /*
+ * The core clock in Hz for the timeouts: Init's clk, else the config word's CLOCK_MHZ, else a guess from
+ * RCC_CFGR.SWS (RM0090 7.3.3: the clock that actually drives SYSCLK). pyocd passes clk = 0, and a debugger
+ * that attaches to a running application finds whatever clock it set up, often the PLL at 168 MHz: assuming
+ * HSI then would make every timeout 10.5 times too short. So: HSI -> 16 MHz; HSE or PLL -> 168 MHz, the
+ * family maximum (DS8626), which can only make a timeout longer than needed, never shorter.
+ */
+static uint32_t core_clock_hz(uint32_t clk, uint32_t config)
+{
+    uint32_t mhz = (config & F4LOAD_CONFIG_CLOCK_MASK) >> F4LOAD_CONFIG_CLOCK_SHIFT;
+    if (clk) {
+        return clk;
+    }
+    if (mhz) {
+        return mhz * 1000000u;
+    }
+    return (RCC_CFGR & RCC_CFGR_SWS_MASK) == RCC_CFGR_SWS_HSI ? HSI_HZ : SYSCLK_MAX_HZ;
+}
+
+/* PRIMASK as the application left it (1: interrupts masked). */
+static uint32_t primask_read(void)
+{
+    uint32_t primask;
+    __asm volatile("mrs %0, primask" : "=r"(primask));
+    return primask;
+}
+
+/*
  * Init: prepare the clock for timeouts, the watchdog, the caches and the flash interface.
- * Interrupts are masked (PRIMASK) and left masked: the application's handlers must not run while the flash is
- * being changed under them; the debugger resets the chip after flashing.
+ * Interrupts are masked (PRIMASK): the application's handlers must not run while the flash is being changed
+ * under them. UnInit gives the application back the PRIMASK it had.
  */
 F4LOAD_EXPORT uint32_t Init(uint32_t adr, uint32_t clk, uint32_t fnc)
 {
     (void)adr;
     const uint32_t op = F4LOAD_OP_INIT;
+    if (!(g_stub.saved & SAVED_PRIMASK)) {
+        g_stub.primask_saved = primask_read();
+        g_stub.saved |= SAVED_PRIMASK;
+    }
     __asm volatile("cpsid i" ::: "memory");
     g_stub.initialized = 0u;
     g_stub.stale = 0u;
@@ -67,9 +95,7 @@ F4LOAD_EXPORT uint32_t Init(uint32_t adr, uint32_t clk, uint32_t fnc)
     stub_record_reset(f_size_kb * KB);
 
     uint32_t config = f4load_config;
-    uint32_t mhz = (config & F4LOAD_CONFIG_CLOCK_MASK) >> F4LOAD_CONFIG_CLOCK_SHIFT;
-    uint32_t hz = clk ? clk : (mhz ? mhz * 1000000u : HSI_HZ);
-    g_stub.cycles_per_ms = hz / 1000u;
+    g_stub.cycles_per_ms = core_clock_hz(clk, config) / 1000u;
     if (cycle_counter_start()) {
         return stub_fail(F4LOAD_KIND_NO_CYCLE_COUNTER, op, F4LOAD_SECTOR_NONE, 0u, (uint32_t)&DWT_CTRL, 0u);
     }
@@ -82,15 +108,16 @@ F4LOAD_EXPORT uint32_t Init(uint32_t adr, uint32_t clk, uint32_t fnc)
         return stub_fail(F4LOAD_KIND_BAD_CONFIG, op, F4LOAD_SECTOR_NONE, 0u, config, 0u);
     }
     g_stub.psize = psize;
-    if (f_size_kb < F_SIZE_MIN_KB || f_size_kb > F_SIZE_MAX_KB) {
+    if (f_size_kb != F_SIZE_XE_KB && f_size_kb != F_SIZE_XG_KB) {
         return stub_fail(F4LOAD_KIND_BAD_FLASH_SIZE, op, F4LOAD_SECTOR_NONE, 0u, F_SIZE_ADDR, 0u);
     }
     g_stub.flash_end = FLASH_MEM_BASE + f_size_kb * KB;
     flash_caches_off();
 
     /* Verify only reads: leave CR locked then (no key writes, no risk of a bus fault). */
-    if (fnc != FNC_VERIFY) {
-        uint32_t r = flash_begin(op, F4LOAD_SECTOR_NONE, FLASH_MEM_BASE, erase_timeout_ms(2u));
+    if (fnc != F4LOAD_FNC_VERIFY) {
+        uint32_t timeout = erase_timeout_ms(ERASE_CLASS_LONGEST_SECTOR);
+        uint32_t r = flash_begin(op, F4LOAD_SECTOR_NONE, FLASH_MEM_BASE, timeout);
         if (r) {
             return r;
         }
@@ -102,21 +129,30 @@ F4LOAD_EXPORT uint32_t Init(uint32_t adr, uint32_t clk, uint32_t fnc)
 /*
  * UnInit: lock FLASH_CR whatever happened before. The one case where it cannot: BSY still set (a CR write
  * would stall the bus until BSY clears, possibly forever); then report the timeout, and the host resets.
+ * Init may never have run (or failed early), so UnInit starts the cycle counter itself and restores only
+ * what Init saved. Without a working cycle counter no wait could time out: one look at BSY decides.
  */
 F4LOAD_EXPORT uint32_t UnInit(uint32_t fnc)
 {
     (void)fnc;
     g_stub.stale = 0u;
     g_stub.initialized = 0u;
-    if (g_stub.cycles_per_ms == 0u) {  /* never initialised: nothing to time with, CR untouched by us */
-        g_stub.cycles_per_ms = HSI_HZ / 1000u;
+    if (g_stub.cycles_per_ms == 0u) {  /* never initialised */
+        g_stub.cycles_per_ms = core_clock_hz(0u, f4load_config) / 1000u;
     }
-    uint32_t sr = flash_wait_idle(erase_timeout_ms(2u));
+    uint32_t timeout = erase_timeout_ms(ERASE_CLASS_LONGEST_SECTOR);
+    uint32_t sr = cycle_counter_start() ? FLASH_SR : flash_wait_idle(timeout);
     if (sr & FLASH_SR_BSY) {
         return stub_fail(F4LOAD_KIND_BSY_TIMEOUT, F4LOAD_OP_UNINIT, F4LOAD_SECTOR_NONE, 0u, 0u, sr);
     }
     flash_lock();
-    flash_caches_restore();
+    if (g_stub.saved & SAVED_CACHES) {
+        flash_caches_restore();
+    }
+    if ((g_stub.saved & SAVED_PRIMASK) && !(g_stub.primask_saved & 1u)) {
+        __asm volatile("cpsie i" ::: "memory");
+    }
+    g_stub.saved = 0u;
     return 0u;
 }
 
@@ -172,12 +208,11 @@ F4LOAD_EXPORT uint32_t Verify(uint32_t adr, uint32_t sz, const uint8_t *buf)
     for (uint32_t i = 0u; i < sz; i++) {
         uint32_t have = MMIO8(adr + i);
         if (have != buf[i]) {
-            struct sector_info s;
-            uint32_t sector = sector_of(adr + i, &s) ? F4LOAD_SECTOR_NONE : s.index;
-            stub_fail_values(F4LOAD_KIND_VERIFY_MISMATCH, op, sector, F4LOAD_VERIFY_COMPARE, adr + i, buf[i], have);
+            stub_fail_values(F4LOAD_KIND_VERIFY_MISMATCH, op, sector_index(adr + i), F4LOAD_VERIFY_COMPARE, adr + i,
+                             buf[i], have);
             return adr + i;
         }
-        if ((i & 0xFFFu) == 0u) {
+        if ((i & (BYTES_PER_REFRESH - 1u)) == 0u) {
             watchdog_refresh();
         }
     }
@@ -199,11 +234,9 @@ F4LOAD_EXPORT uint32_t BlankCheck(uint32_t adr, uint32_t sz, uint32_t pat)
     for (uint32_t i = 0u; i < sz; i++) {
         uint32_t have = MMIO8(adr + i);
         if (have != want) {
-            struct sector_info s;
-            uint32_t sector = sector_of(adr + i, &s) ? F4LOAD_SECTOR_NONE : s.index;
-            return stub_fail_values(F4LOAD_KIND_NOT_BLANK, op, sector, 0u, adr + i, want, have);
+            return stub_fail_values(F4LOAD_KIND_NOT_BLANK, op, sector_index(adr + i), 0u, adr + i, want, have);
         }
-        if ((i & 0xFFFu) == 0u) {
+        if ((i & (BYTES_PER_REFRESH - 1u)) == 0u) {
             watchdog_refresh();
         }
     }
@@ -215,9 +248,7 @@ uint32_t crc_range(uint32_t op, uint32_t adr, uint32_t sz, uint32_t *value)
 {
     uint32_t r = check_range(op, adr, sz);
     if (!r && ((adr | sz) & 3u)) {
-        struct sector_info s;
-        (void)sector_of(adr, &s);
-        r = stub_fail(F4LOAD_KIND_BAD_ARGUMENT, op, s.index, F4LOAD_ARG_ALIGNMENT, adr, 0u);
+        r = stub_fail(F4LOAD_KIND_BAD_ARGUMENT, op, sector_index(adr), F4LOAD_ARG_ALIGNMENT, adr, 0u);
     }
     if (!r) {
         *value = crc_unit_words(adr, sz / 4u);

@@ -81,6 +81,10 @@
 
 /* --- RCC, RM0090 7.3 (base 0x4002_3800) -------------------------------------------------------------- */
 #define RCC_BASE              0x40023800u
+#define RCC_CFGR              MMIO32(RCC_BASE + 0x08u)
+#define RCC_CFGR_SWS_SHIFT    2u                  /* SWS: the clock actually driving SYSCLK */
+#define RCC_CFGR_SWS_MASK     (0x3u << RCC_CFGR_SWS_SHIFT)
+#define RCC_CFGR_SWS_HSI      (0x0u << RCC_CFGR_SWS_SHIFT)
 #define RCC_AHB1ENR           MMIO32(RCC_BASE + 0x30u)
 #define RCC_AHB1ENR_CRCEN     (1u << 12)
 
@@ -111,7 +115,8 @@
 #define DWT_CTRL_CYCCNTENA    (1u << 0)
 #define DWT_CTRL_NOCYCCNT     (1u << 25)
 
-/* After reset the core runs from HSI (RM0090 6.2.2). */
+/* After reset the core runs from HSI (RM0090 6.2.2); HSE or the PLL may drive it at up to 168 MHz (DS8626). */
 #define HSI_HZ                16000000u
+#define SYSCLK_MAX_HZ         168000000u
 
 #endif /* F4_REGS_H */

@@ -19,20 +19,27 @@ int sector_of(uint32_t address, struct sector_info *out)
         out->index = offset >> FLASH_SMALL_SECTOR_SHIFT;
         out->start = FLASH_MEM_BASE + (out->index << FLASH_SMALL_SECTOR_SHIFT);
         out->size = 1u << FLASH_SMALL_SECTOR_SHIFT;
-        out->size_class = 0u;
+        out->size_class = ERASE_CLASS_16K;
     } else if (offset < FLASH_LARGE_SECTORS_START) {
         out->index = FLASH_MEDIUM_SECTOR;
         out->start = FLASH_MEM_BASE + FLASH_SMALL_SECTORS_END;
         out->size = FLASH_MEDIUM_SECTOR_SIZE;
-        out->size_class = 1u;
+        out->size_class = ERASE_CLASS_64K;
     } else {
         uint32_t large = offset >> FLASH_LARGE_SECTOR_SHIFT;  /* 1 for sector 5 */
         out->index = FLASH_MEDIUM_SECTOR + large;
         out->start = FLASH_MEM_BASE + (large << FLASH_LARGE_SECTOR_SHIFT);
         out->size = 1u << FLASH_LARGE_SECTOR_SHIFT;
-        out->size_class = 2u;
+        out->size_class = ERASE_CLASS_128K;
     }
     return 0;
+}
+
+/* The sector number of `address` for result codes: 0..11, or F4LOAD_SECTOR_NONE outside main flash. */
+uint32_t sector_index(uint32_t address)
+{
+    struct sector_info s;
+    return sector_of(address, &s) ? F4LOAD_SECTOR_NONE : s.index;
 }
 
 static uint32_t psize_bits(void)
@@ -122,7 +129,8 @@ uint32_t flash_erase_sector(const struct sector_info *sector)
     if (r) {
         return r;
     }
-    FLASH_CR = FLASH_CR_SER | (sector->index << FLASH_CR_SNB_SHIFT) | psize_bits() | FLASH_CR_ERRIE;
+    FLASH_CR = FLASH_CR_SER | ((sector->index << FLASH_CR_SNB_SHIFT) & FLASH_CR_SNB_MASK) | psize_bits() |
+               FLASH_CR_ERRIE;
     FLASH_CR |= FLASH_CR_STRT;
     uint32_t sr = flash_wait_idle(timeout);
     if (!(sr & FLASH_SR_BSY)) {
@@ -161,6 +169,17 @@ static uint32_t flash_read(uint32_t address)
     }
 }
 
+/*
+ * Complete a store to flash before FLASH_SR is read. Flash is Normal memory and the FLASH registers are Device
+ * memory (ARMv7-M A3.7.3): the core does not order a Normal store before a later Device load, and the store
+ * may still sit in the write buffer when SR is read. SR would then show BSY clear (the write has not reached
+ * the flash interface yet) and the read-back would race the programming. DSB waits until the store is done.
+ */
+static inline void flash_store_barrier(void)
+{
+    __asm volatile("dsb" ::: "memory");
+}
+
 static void flash_store(uint32_t address, uint32_t value)
 {
     switch (g_stub.psize) {
@@ -174,12 +193,19 @@ static void flash_store(uint32_t address, uint32_t value)
         MMIO32(address) = value;
         break;
     }
+    flash_store_barrier();
 }
 
-static uint32_t sector_index(uint32_t address)
+/*
+ * Programming only clears bits (digest: program only erased locations). A unit whose data needs a 1 where the
+ * flash holds a 0 cannot be programmed; it is refused before the write, so the flash keeps what it held (the
+ * evidence: a write would leave old & new there). Reports VERIFY_MISMATCH / NOT_ERASED.
+ */
+static uint32_t refuse_not_erased(uint32_t address, uint32_t value, uint32_t old)
 {
-    struct sector_info s;
-    return sector_of(address, &s) ? F4LOAD_SECTOR_NONE : s.index;
+    FLASH_CR = FLASH_CR_ERRIE;
+    return stub_fail_values(F4LOAD_KIND_VERIFY_MISMATCH, F4LOAD_OP_PROGRAM, sector_index(address),
+                            F4LOAD_VERIFY_NOT_ERASED, address, value, old);
 }
 
 /* Words between two IWDG refreshes in the x32 program loop: 64 x 16 us = about 1 ms (DS8626 Table 40). */
@@ -188,8 +214,9 @@ static uint32_t sector_index(uint32_t address)
 /*
  * The x32 program loop (PSIZE = x32, address, size and buffer word-aligned): the one the stream spends its
  * time in, so it is written for the instruction count. One flash write takes 16 us (DS8626 Table 40); every
- * instruction around it is time the flash sits idle. Per word: load the data and the old contents, skip
- * the write if it could not clear a bit, store, poll BSY (no function call, no timer read: a poll budget
+ * instruction around it is time the flash sits idle. Per word: load the data and the old contents, refuse a
+ * word that is not erased where the data has a 1, skip one that already holds the data, store, DSB (see
+ * flash_store_barrier), poll BSY (no function call, no timer read: a poll budget
  * of cycles_per_ms / 4 polls of at least 4 cycles each is at least the 1 ms timeout, and only when it runs
  * out does the precise, timed wait take over), then read back. The IWDG is refreshed every 64 words.
  */
@@ -205,8 +232,13 @@ static uint32_t program_words(uint32_t address, uint32_t size, const uint32_t *s
         do {
             uint32_t value = *src++;
             volatile uint32_t *at = dst++;
-            if (*at & ~value) {
+            uint32_t old = *at;
+            if (value & ~old) {
+                return refuse_not_erased((uint32_t)at, value, old);
+            }
+            if (old != value) {
                 *at = value;
+                flash_store_barrier();
                 uint32_t polls = poll_budget;
                 uint32_t sr;
                 while ((sr = FLASH_SR) & FLASH_SR_BSY) {
@@ -253,7 +285,10 @@ static uint32_t program_units(uint32_t address, uint32_t size, const uint8_t *bu
             uint32_t byte = (a >= address && a < end) ? buf[a - address] : (old >> (8u * i)) & 0xFFu;
             value |= byte << (8u * i);
         }
-        if (old & ~value & mask) {
+        if (value & ~old & mask) {
+            return refuse_not_erased(unit, value, old);
+        }
+        if (old != value) {
             flash_store(unit, value);
             uint32_t sr = flash_wait_idle(F4LOAD_PROGRAM_TIMEOUT_MS);
             uint32_t r = flash_end(op, sector_index(unit), unit, sr);
@@ -274,15 +309,15 @@ static uint32_t program_units(uint32_t address, uint32_t size, const uint8_t *bu
 
 /*
  * Program [address, address + size) from buf, RM0090 3.6.4: CR = PG | PSIZE, then one store of the PSIZE width
- * per unit, each followed by a BSY wait. A unit whose write could not clear any bit is skipped (an 0xFF tail
- * costs nothing); every written unit is read back, so a location that was not erased is reported instead of
- * silently holding old & new. Word-aligned x32 requests take the tight loop, everything else the general one;
- * both give the same results.
+ * per unit, each followed by a BSY wait. A unit that already holds its data is skipped (an 0xFF tail costs
+ * nothing); a unit that is not erased where the data needs a 1 is refused before it is written, so the flash
+ * is not left holding old & new; every written unit is read back. Word-aligned x32 requests take the tight
+ * loop, everything else the general one; both give the same results.
  */
 uint32_t flash_program(uint32_t address, uint32_t size, const uint8_t *buf)
 {
     const uint32_t op = F4LOAD_OP_PROGRAM;
-    uint32_t r = flash_begin(op, sector_index(address), address, erase_timeout_ms(2u));
+    uint32_t r = flash_begin(op, sector_index(address), address, erase_timeout_ms(ERASE_CLASS_LONGEST_SECTOR));
     if (r) {
         return r;
     }
@@ -307,7 +342,10 @@ uint32_t flash_program(uint32_t address, uint32_t size, const uint8_t *buf)
 void flash_caches_off(void)
 {
     uint32_t acr = FLASH_ACR;
-    g_stub.acr_saved = acr & (FLASH_ACR_ICEN | FLASH_ACR_DCEN);
+    if (!(g_stub.saved & SAVED_CACHES)) {
+        g_stub.acr_saved = acr & (FLASH_ACR_ICEN | FLASH_ACR_DCEN);
+        g_stub.saved |= SAVED_CACHES;
+    }
     FLASH_ACR = acr & ~(FLASH_ACR_ICEN | FLASH_ACR_DCEN);
 }
 

@@ -13,10 +13,9 @@ static uint32_t make_code(uint32_t kind, uint32_t op, uint32_t sector, uint32_t 
            ((detail << F4LOAD_DETAIL_SHIFT) & F4LOAD_DETAIL_MASK) | (sr_bits & F4LOAD_SR_MASK);
 }
 
-uint32_t stub_fail_values(uint32_t kind, uint32_t op, uint32_t sector, uint32_t detail, uint32_t address,
-                          uint32_t expected, uint32_t actual)
+/* Fill the error record for `code` and return it. */
+static uint32_t record(uint32_t code, uint32_t address, uint32_t expected, uint32_t actual)
 {
-    uint32_t code = make_code(kind, op, sector, detail, 0u);
     f4load_error.result = code;
     f4load_error.address = address;
     f4load_error.sr = FLASH_SR;
@@ -28,12 +27,16 @@ uint32_t stub_fail_values(uint32_t kind, uint32_t op, uint32_t sector, uint32_t 
     return code;
 }
 
+uint32_t stub_fail_values(uint32_t kind, uint32_t op, uint32_t sector, uint32_t detail, uint32_t address,
+                          uint32_t expected, uint32_t actual)
+{
+    return record(make_code(kind, op, sector, detail, 0u), address, expected, actual);
+}
+
 uint32_t stub_fail(uint32_t kind, uint32_t op, uint32_t sector, uint32_t detail, uint32_t address,
                    uint32_t sr_bits)
 {
-    uint32_t code = stub_fail_values(kind, op, sector, detail, address, 0u, 0u) | (sr_bits & F4LOAD_SR_MASK);
-    f4load_error.result = code;
-    return code;
+    return record(make_code(kind, op, sector, detail, sr_bits), address, 0u, 0u);
 }
 
 void stub_record_stale(uint32_t sr_bits)

@@ -27,6 +27,15 @@ static inline void publish_barrier(void)
     __asm volatile("dmb" ::: "memory");
 }
 
+/*
+ * The mirror of publish_barrier: once host_seq is seen to move, the slot and its buffer are read only after
+ * it, never from before (ARMv7-M A3.7.3 lets the core reorder the loads otherwise). The host wrote them first.
+ */
+static inline void acquire_barrier(void)
+{
+    __asm volatile("dmb" ::: "memory");
+}
+
 /* Wait until the host publishes a command after `done` (host_seq moves). */
 static void wait_for_host(queue_t *q, uint32_t done)
 {
@@ -44,9 +53,7 @@ static uint32_t program_from_buffer(command_t *cmd, uint32_t buffers, uint32_t c
     uint32_t size = cmd->size;
     uint32_t index = cmd->buffer;
     if (index >= count || size > F4LOAD_BUFFER_SIZE) {
-        struct sector_info s;
-        uint32_t sector = sector_of(address, &s) ? F4LOAD_SECTOR_NONE : s.index;
-        return stub_fail(F4LOAD_KIND_BAD_ARGUMENT, op, sector, F4LOAD_ARG_BAD_BUFFER, address, 0u);
+        return stub_fail(F4LOAD_KIND_BAD_ARGUMENT, op, sector_index(address), F4LOAD_ARG_BAD_BUFFER, address, 0u);
     }
     uint32_t r = check_range(op, address, size);
     if (!r && size) {
@@ -77,14 +84,19 @@ static uint32_t run_command(command_t *cmd, uint32_t op, uint32_t buffers, uint3
 /*
  * Serve the queue at `queue` with `count` buffers of F4LOAD_BUFFER_SIZE bytes from `buffers`, until STOP
  * (returns 0) or a failure (returns its code). Needs a successful Init (FLASH_CR unlocked, timeouts set).
+ * Before Init, or when `queue` has no magic word, it returns at once and writes nothing there: the address
+ * may not be a queue at all (status and error record go only into a queue that is known to be one).
  */
 F4LOAD_EXPORT uint32_t Stream(uint32_t queue, uint32_t buffers, uint32_t count)
 {
     queue_t *q = (queue_t *)queue;
     uint32_t r = not_initialized(F4LOAD_OP_STREAM);
-    if (!r && q->magic != F4LOAD_QUEUE_MAGIC) {
-        r = stub_fail(F4LOAD_KIND_BAD_ARGUMENT, F4LOAD_OP_STREAM, F4LOAD_SECTOR_NONE, F4LOAD_ARG_BAD_QUEUE,
-                      queue, 0u);
+    if (r) {
+        return r;
+    }
+    if (q->magic != F4LOAD_QUEUE_MAGIC) {
+        return stub_fail(F4LOAD_KIND_BAD_ARGUMENT, F4LOAD_OP_STREAM, F4LOAD_SECTOR_NONE, F4LOAD_ARG_BAD_QUEUE,
+                         queue, 0u);
     }
     uint32_t done = q->stub_seq;
     uint32_t op = F4LOAD_CMD_NONE;
@@ -93,6 +105,7 @@ F4LOAD_EXPORT uint32_t Stream(uint32_t queue, uint32_t buffers, uint32_t count)
             q->status = F4LOAD_STATUS_WAITING;
             wait_for_host(q, done);
         }
+        acquire_barrier();
         q->status = F4LOAD_STATUS_WORKING;
         uint32_t seq = done + 1u;
         command_t *cmd = &q->slots[seq % F4LOAD_QUEUE_SLOTS];

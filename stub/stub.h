@@ -23,7 +23,9 @@ struct stub_state {
     uint32_t psize;          /* PSIZE_X8 .. PSIZE_X32, from the config word */
     uint32_t cycles_per_ms;  /* DWT CYCCNT ticks per millisecond */
     uint32_t flash_end;      /* one past the last byte of main flash (F_SIZE) */
-    uint32_t acr_saved;      /* FLASH_ACR cache enable bits found at Init */
+    uint32_t acr_saved;      /* FLASH_ACR cache enable bits found at Init (valid with SAVED_CACHES) */
+    uint32_t primask_saved;  /* PRIMASK found at Init (valid with SAVED_PRIMASK) */
+    uint32_t saved;          /* SAVED_*: what Init saved and UnInit must restore */
     uint32_t iwdg;           /* non-zero: refresh the IWDG while waiting */
     uint32_t stale;          /* F4LOAD_STALE when the current operation found stale error flags */
     uint32_t waited_ms;      /* duration of the last flash_wait_idle() */
@@ -31,13 +33,30 @@ struct stub_state {
 
 extern struct stub_state g_stub;
 
+/* stub_state.saved: set by the first Init, cleared by UnInit once restored. A second Init without UnInit
+   keeps the first one's values (it would otherwise save its own masked PRIMASK and disabled caches). */
+#define SAVED_CACHES         (1u << 0)
+#define SAVED_PRIMASK        (1u << 1)
+
 /* Sector geometry of an address in main flash (RM0090 Table 5). */
 struct sector_info {
     uint32_t index;          /* 0..11 */
     uint32_t start;          /* address of its first byte */
     uint32_t size;           /* bytes */
-    uint32_t size_class;     /* 0 = 16 KB, 1 = 64 KB, 2 = 128 KB (index into the timeout table) */
+    uint32_t size_class;     /* ERASE_CLASS_*: index into the timeout table */
 };
+
+/* Erase size classes: the columns of the timeout table (timing.c). */
+#define ERASE_CLASS_16K      0u
+#define ERASE_CLASS_64K      1u
+#define ERASE_CLASS_128K     2u
+#define ERASE_CLASS_MASS     3u
+/* The longest single-sector erase: how long an operation started before us (by the application, or an
+   earlier call that failed) may still keep BSY set. */
+#define ERASE_CLASS_LONGEST_SECTOR  ERASE_CLASS_128K
+
+/* Bytes read between two IWDG refreshes in Verify/BlankCheck (a power of two: the test is a mask). */
+#define BYTES_PER_REFRESH    4096u
 
 /* report.c: build a result code, fill the error record, return the code. */
 uint32_t stub_fail(uint32_t kind, uint32_t op, uint32_t sector, uint32_t detail, uint32_t address,
@@ -53,11 +72,11 @@ int cycle_counter_start(void);                 /* 0 when CYCCNT counts */
 void watchdog_stretch(void);
 void watchdog_refresh(void);
 uint32_t flash_wait_idle(uint32_t timeout_ms);  /* returns the last FLASH_SR read */
-uint32_t erase_timeout_ms(uint32_t size_class);                      /* size_class 3 = mass erase */
-#define ERASE_CLASS_MASS     3u
+uint32_t erase_timeout_ms(uint32_t size_class);                      /* size_class: ERASE_CLASS_* */
 
 /* flash_ops.c: the RM0090 3.6 sequences. Each returns 0 or a result code. */
 int sector_of(uint32_t address, struct sector_info *out);    /* 0 when address is in the 1 MB map */
+uint32_t sector_index(uint32_t address);                      /* 0..11, or F4LOAD_SECTOR_NONE */
 uint32_t flash_unlock(uint32_t op);
 void flash_lock(void);
 uint32_t flash_begin(uint32_t op, uint32_t sector, uint32_t address, uint32_t timeout_ms);

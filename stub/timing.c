@@ -47,25 +47,40 @@ void watchdog_refresh(void)
     }
 }
 
+/* How long to wait for IWDG_SR.PVU|RVU to clear: "up to 5 RC 40 kHz cycles" (RM0090 19.4.4), with margin. */
+#define IWDG_UPDATE_WAIT_MS  2u
+
+/*
+ * Wait (bounded) until the IWDG has taken its last PR/RLR write: PVU/RVU clear when the value has crossed into
+ * the LSI domain. With the LSI off (IWDG never started) they may stay set, hence the bound. The counter is
+ * reloaded while waiting, so a short application period does not run out meanwhile.
+ */
+static void iwdg_wait_update(void)
+{
+    uint32_t start = DWT_CYCCNT;
+    uint32_t limit = IWDG_UPDATE_WAIT_MS * g_stub.cycles_per_ms;
+    while ((IWDG_SR & (IWDG_SR_PVU | IWDG_SR_RVU)) && (DWT_CYCCNT - start) < limit) {
+        IWDG_KR = IWDG_KEY_RELOAD;
+    }
+}
+
 /*
  * Make a running IWDG as slow as it goes: prescaler /256, reload 0xFFF, about 32 s at LSI 32 kHz.
  * A hardware watchdog (option WDG_SW = 0) cannot be stopped, and DBGMCU freezes it only while the core is
  * halted, not while it runs the stub. Writing PR/RLR after KR = 0x5555 does not start a stopped IWDG
- * (RM0090 19.3.3). The update crosses into the LSI domain: PVU/RVU clear when it is done, which takes a few
- * LSI periods; with the LSI off (IWDG never started) they may stay set, so the wait is bounded (2 ms).
+ * (RM0090 19.3.3). PR and RLR can be written only while PVU and RVU are 0 (RM0090 19.4.4, IWDG_SR): the
+ * application may have written them just before the debugger halted it, so wait for an update still in
+ * flight first, then write, then wait for ours to land.
  */
 void watchdog_stretch(void)
 {
     g_stub.iwdg = 1u;
     IWDG_KR = IWDG_KEY_RELOAD;  /* first buy the application's own period */
+    iwdg_wait_update();
     IWDG_KR = IWDG_KEY_ACCESS;
     IWDG_PR = IWDG_PR_DIV256;
     IWDG_RLR = IWDG_RLR_MAX;
-    uint32_t start = DWT_CYCCNT;
-    uint32_t limit = 2u * g_stub.cycles_per_ms;
-    while ((IWDG_SR & (IWDG_SR_PVU | IWDG_SR_RVU)) && (DWT_CYCCNT - start) < limit) {
-        IWDG_KR = IWDG_KEY_RELOAD;
-    }
+    iwdg_wait_update();
     IWDG_KR = IWDG_KEY_RELOAD;
 }
 

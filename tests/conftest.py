@@ -25,6 +25,7 @@ def sim_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         monkeypatch.delenv(name, raising=False)
     directory = tmp_path / "sim-state"
     monkeypatch.setenv("F4LOAD_SIM_STATE", str(directory))
+    monkeypatch.setenv("F4LOAD_BACKUP_DIR", str(tmp_path / "backups"))  # never the user's real cache
     return directory
 
 

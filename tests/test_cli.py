@@ -25,7 +25,13 @@ from f4load.errors import SessionError
 from f4load.image import load_image
 from f4load.part import FLASH_START, KB, sectors_for
 from f4load.protocol import const
-from f4load.session import Session
+from f4load.session import (
+    DMA_SXCR_EN,
+    WWDG_CR_WDGA,
+    RunningPeripherals,
+    Session,
+    peripheral_hazards,
+)
 from f4load.sim import faults
 from f4load.sim.state import load_state
 
@@ -38,6 +44,7 @@ def chip(sim_state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     """A fresh virtual chip on the ideal link (function only, no link cost). The command line configures the
     pyocd and f4load loggers as a program would; they are put back afterwards for the tests that follow."""
     monkeypatch.setenv("F4LOAD_SIM_LINK", "ideal")
+    monkeypatch.setenv("F4LOAD_BACKUP_DIR", str(sim_state_dir.parent / "backups"))
     loggers = [logging.getLogger(name) for name in ("pyocd", "f4load")]
     saved = [(lg.level, lg.propagate, list(lg.handlers)) for lg in loggers]
     yield sim_state_dir
@@ -354,6 +361,95 @@ def test_reset_during_an_erase_exits_4(chip: Path, tmp_path: Path) -> None:
     assert result.exit_code == EXIT_LINK
     out = report(result)
     assert out["error"]["type"] == "LinkError" and "reset" in out["error"]["message"]
+
+
+# --- the bytes kept around the image survive a failure: a backup before the first erase ---------------------
+
+def backups(chip: Path) -> List[Path]:
+    return sorted((chip.parent / "backups").glob("*.hex"))
+
+
+def test_a_reset_mid_erase_names_the_backup_that_restores_the_kept_bytes(
+        chip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    old = data(48 * KB, seed=30)  # sectors 0-2, e.g. calibration values in sector 2
+    assert f4load(write(tmp_path / "old.bin", old)).exit_code == 0
+    patch = data(256, seed=31)
+    monkeypatch.setenv("F4LOAD_SIM_FAULTS", "reset=erase:1:middle:brownout")
+    result = f4load(write(tmp_path / "patch.bin", patch), "--address", SECTORS[2].start + 0x1000, "--json")
+    assert result.exit_code == EXIT_LINK
+    error = report(result)["error"]
+    [backup] = backups(chip)
+    assert error["backup"] == str(backup) and error["restore"] == f"f4load {backup}"
+    assert f"f4load {backup}" in result.stderr
+    lost = flash(chip, SECTORS[2].start, 16 * KB)
+    assert lost != old[32 * KB:]  # the half-done erase destroyed the kept bytes on the chip
+    monkeypatch.delenv("F4LOAD_SIM_FAULTS")
+    restored = f4load(backup)
+    assert restored.exit_code == 0, restored.output
+    sector2 = flash(chip, SECTORS[2].start, 16 * KB)
+    assert sector2[:0x1000] == old[32 * KB:32 * KB + 0x1000]
+    assert sector2[0x1100:] == old[32 * KB + 0x1100:]
+    assert flash(chip, FLASH_START, 32 * KB) == old[:32 * KB]
+
+
+def test_a_successful_program_removes_its_backup(chip: Path, tmp_path: Path) -> None:
+    assert f4load(write(tmp_path / "old.bin", data(16 * KB, seed=32))).exit_code == 0
+    result = f4load(write(tmp_path / "patch.bin", b"\x42" * 64), "--address", FLASH_START + 0x400)
+    assert result.exit_code == 0, result.output
+    assert backups(chip) == []
+
+
+def test_keep_backup_leaves_the_kept_bytes_in_an_intel_hex_file(chip: Path, tmp_path: Path) -> None:
+    old = data(16 * KB, seed=33)
+    assert f4load(write(tmp_path / "old.bin", old)).exit_code == 0
+    result = f4load(write(tmp_path / "patch.bin", b"\x42" * 64), "--address", FLASH_START + 0x400, "--keep-backup",
+                    "--json")
+    assert result.exit_code == 0, result.output
+    [backup] = backups(chip)
+    assert report(result)["backup"] == str(backup)
+    kept = load_image(str(backup))
+    assert [(s.address, s.data) for s in kept.segments] == [
+        (FLASH_START, old[:0x400]), (FLASH_START + 0x440, old[0x440:])]
+
+
+def test_programming_a_blank_sector_writes_no_backup(chip: Path, tmp_path: Path) -> None:
+    result = f4load(write(tmp_path / "app.bin", data(1000, seed=34)), "--keep-backup")
+    assert result.exit_code == 0, result.output
+    assert backups(chip) == []
+
+
+# --- peripherals an application left running (--connect halt/attach) ----------------------------------------
+
+def test_connect_halt_reads_wwdg_and_dma_and_programs_when_none_runs(chip: Path, tmp_path: Path) -> None:
+    # The virtual chip does not model the WWDG or the DMA controllers: their registers read 0 and writes to
+    # them are ignored, so on it the check always finds nothing running. The refusals are specified below on
+    # register values (peripheral_hazards).
+    app = data(2000, seed=35)
+    result = f4load(write(tmp_path / "app.bin", app), "--connect", "halt")
+    assert result.exit_code == 0, result.output
+    assert flash(chip, FLASH_START, len(app)) == app
+
+
+def idle_peripherals() -> RunningPeripherals:
+    return RunningPeripherals(wwdg_cr=0x7F, dma_sxcr={(c, s): 0 for c in (1, 2) for s in range(8)})
+
+
+def test_peripherals_in_their_reset_state_are_no_hazard() -> None:
+    assert peripheral_hazards(idle_peripherals()) == []
+
+
+def test_an_enabled_window_watchdog_is_a_hazard_naming_wdga() -> None:
+    state = RunningPeripherals(wwdg_cr=0x7F | WWDG_CR_WDGA, dma_sxcr=idle_peripherals().dma_sxcr)
+    [hazard] = peripheral_hazards(state)
+    assert "window watchdog" in hazard and "WDGA" in hazard and "cannot be stopped" in hazard
+
+
+def test_enabled_dma_streams_are_named_by_controller_and_stream() -> None:
+    streams = dict(idle_peripherals().dma_sxcr)
+    streams[(2, 0)] = 0x0C00_0401 | DMA_SXCR_EN
+    streams[(1, 5)] = DMA_SXCR_EN
+    [hazard] = peripheral_hazards(RunningPeripherals(wwdg_cr=0x7F, dma_sxcr=streams))
+    assert hazard.startswith("DMA1 stream 5, DMA2 stream 0 are enabled") and "SRAM" in hazard
 
 
 def test_an_unknown_probe_exits_3(chip: Path, tmp_path: Path) -> None:

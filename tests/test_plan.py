@@ -127,6 +127,28 @@ def test_bytes_around_the_image_in_a_touched_sector_are_kept() -> None:
     assert flash.read(FLASH_START, 128 * KB) == bytes(expected)
 
 
+def test_kept_ranges_are_the_bytes_read_back_around_the_image_in_erased_sectors() -> None:
+    old = random_bytes(11, 128 * KB)
+    flash = NorFlash(F407VE)
+    flash.write(FLASH_START, old)
+    flash.write(FLASH_START + 0x8000, b"\xff" * 16 * KB)  # sector 2 blank: programmed without erase
+    patch = Image([Segment(0x0800_0100, b"new!"), Segment(0x0800_8000, b"blnk"), Segment(0x0801_2000, b"also")])
+    work = plan(patch, F407VE, target_crc=flash.crc, read_back=flash.read_back)
+    assert [s.action for s in work.sectors] == [Action.ERASE, Action.PROGRAM, Action.ERASE]
+    assert work.kept_ranges() == [
+        (0x0800_0000, old[:0x100]), (0x0800_0104, old[0x104:0x4000]),
+        (0x0801_0000, old[0x10000:0x12000]), (0x0801_2004, old[0x12004:0x20000])]
+    assert sum(len(data) for _, data in work.kept_ranges()) == work.bytes_kept
+
+
+def test_a_plan_that_erases_nothing_has_no_kept_ranges_to_lose() -> None:
+    old = random_bytes(12, 16 * KB)
+    flash = NorFlash(F407VE)
+    flash.write(FLASH_START, old)
+    same = Image([Segment(0x0800_0100, old[0x100:0x200])])
+    assert plan(same, F407VE, target_crc=flash.crc, read_back=flash.read_back).kept_ranges() == []
+
+
 def test_keep_false_leaves_the_rest_of_touched_sectors_erased() -> None:
     flash = NorFlash(F407VE)
     flash.write(FLASH_START, random_bytes(5, 64 * KB))

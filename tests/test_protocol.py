@@ -151,12 +151,30 @@ def test_a_stale_stream_slot_is_described_as_a_bad_queue():
     assert "queue is not valid" in text
 
 
-def test_mismatch_after_write_says_the_location_was_not_erased():
-    c = code("VERIFY_MISMATCH", "PROGRAM", 3, detail=const("F4LOAD_VERIFY_AFTER_WRITE"))
+def test_refused_write_over_unerased_flash_says_to_erase_first():
+    c = code("VERIFY_MISMATCH", "PROGRAM", 3, detail=const("F4LOAD_VERIFY_NOT_ERASED"))
     record = ErrorRecord(result=c, address=0x0800_C010, sr=0, cr=0, expected=0x1234_5678, actual=0x1034_5078,
                          waited_ms=0, stale_sr=0, cfsr=0, flash_size=512 * 1024, failures=1)
     text = describe_result(c, record)
-    assert "not erased" in text and "expected 0x12345678, read 0x10345078" in text
+    assert "not erased" in text and "still holds what it held" in text and "not erased first" in text
+    assert "expected 0x12345678, read 0x10345078" in text
+
+
+def test_mismatch_after_write_points_at_a_worn_cell():
+    c = code("VERIFY_MISMATCH", "PROGRAM", 3, detail=const("F4LOAD_VERIFY_AFTER_WRITE"))
+    assert "worn" in describe_result(c)
+
+
+def test_every_verify_detail_has_words():
+    details = {v for k, v in protocol.CONSTANTS.items() if k.startswith("F4LOAD_VERIFY_")}
+    assert len(details) == 3
+    for detail in details:
+        text = describe_result(code("VERIFY_MISMATCH", "PROGRAM", 0, detail=detail))
+        assert len(text.splitlines()) == 3  # headline, the detail in words, one hint
+
+
+def test_cmsis_function_codes_are_named_in_the_header():
+    assert (const("F4LOAD_FNC_ERASE"), const("F4LOAD_FNC_PROGRAM"), const("F4LOAD_FNC_VERIFY")) == (1, 2, 3)
 
 
 def test_an_address_is_not_mistaken_for_a_result_code():

@@ -393,3 +393,77 @@ def test_attached_target_with_a_2ms_watchdog_is_not_reset_between_halt_and_stub(
     report = run_stream(target, STUB, [EraseSector(1)])
     assert report.sectors_erased == 1 and report.reset_flags_before == 0
     assert chip.resets.get("iwdg", 0) == resets
+
+
+# --- the host's way out: the stub's last two stores, a broken stream ------------------------------------
+
+class _PollLandsBetweenStopAndStopped:
+    """The pyocd target, except that one poll lands in the gap at the end of Stream: the stub has stored
+    stub_seq = STOP but not yet status = STOPPED (in between: the error record, a dmb). The queue words are put
+    in that state in the chip's RAM for that one poll, then the stub's last store is put back."""
+
+    def __init__(self, target: Any, chip: Any) -> None:
+        from f4load.stream import OFFSET_STATUS, OFFSET_STUB_SEQ
+
+        self._target, self._chip = target, chip
+        queue = STUB.layout().queue_address
+        self._poll, self._status = queue + OFFSET_STUB_SEQ, queue + OFFSET_STATUS
+        self.landed = False
+        self.gap: Sequence[int] = ()  # (stub_seq, status) as that poll saw them
+
+    def read_memory_block32(self, address: int, count: int) -> Any:
+        stopped = protocol.const("F4LOAD_STATUS_STOPPED")
+        words = self._target.read_memory_block32(address, count)
+        if address == self._poll and not self.landed and words[1] == stopped:
+            # The stub has finished (the core is halted): the same poll again, in the gap.
+            self.landed = True
+            self._chip.bus_write_block(self._status, struct.pack("<I", protocol.const("F4LOAD_STATUS_WORKING")))
+            words = self._target.read_memory_block32(address, count)
+            self.gap = list(words)
+            self._chip.bus_write_block(self._status, struct.pack("<I", stopped))
+        return words
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target, name)
+
+
+def test_a_poll_between_the_stubs_last_two_stores_still_ends_the_stream(open_session):
+    session = open_session("stlink-v2")  # every probe command costs time: a host that keeps polling stalls
+    target = _PollLandsBetweenStopAndStopped(session.target, session.probe.chip)
+    report = run_stream(target, STUB, [Crc(FLASH_START, 64)], stall_timeout_s=0.05)
+    assert target.landed and target.gap == [2, protocol.const("F4LOAD_STATUS_WORKING")]  # CRC, STOP: 2
+    assert report.crcs[0].value == stm32_crc32(b"\xff" * 64)
+    assert session.target.read32(registers.FLASH_CR) & registers.FLASH_CR_LOCK
+
+
+def test_ctrl_c_mid_stream_halts_the_core_and_locks_the_flash_at_once(sim_session):
+    # Ctrl-C while the stub computes CRCs (the flash idle), with an erase of sector 4 still to come.
+    target, clock, chip = sim_session.target, sim_session.probe.clock, sim_session.probe.chip
+    chip.load(SECTORS[4].start, b"\x00" * 16)
+    interrupted_at = []
+
+    def ctrl_c(operation: Any, nbytes: int) -> None:
+        interrupted_at.append(clock.seconds)
+        raise KeyboardInterrupt
+
+    operations = [Crc(SECTORS[1].start, SECTORS[1].size)] * 20 + [EraseSector(4)]
+    with pytest.raises(KeyboardInterrupt):
+        with StubRunner(target, STUB) as runner:
+            runner.run(operations, progress=ctrl_c)
+    assert clock.seconds - interrupted_at[0] < 0.001  # no wait for a running core to return
+    assert target.is_halted()
+    assert target.read32(registers.FLASH_CR) & registers.FLASH_CR_LOCK  # Init had unlocked it
+    assert _read_flash(sim_session, SECTORS[4].start, 16) == b"\x00" * 16  # the erase never ran
+
+
+def test_a_stalled_stream_halts_the_core_and_says_the_flash_is_still_busy(open_session, sim_state_dir):
+    from f4load.stream import StreamError
+
+    session = _open_with_faults(open_session, sim_state_dir, "bsy-stuck")
+    target = session.target
+    with pytest.raises(StreamError) as caught:
+        run_stream(target, STUB, [EraseSector(0)], stall_timeout_s=0.2)  # the stub would wait 8 s for BSY
+    message = str(caught.value)
+    assert "no progress for 0.2 s" in message
+    assert "FLASH_CR was left unlocked: FLASH_SR.BSY is still set" in message
+    assert target.is_halted()

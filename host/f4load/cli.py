@@ -32,7 +32,9 @@ from f4load.session import (
     CONNECT_MODES,
     SIM_PROBE,
     Session,
+    backup_of,
     parse_sectors,
+    restore_hint,
 )
 
 PROG = "f4load"
@@ -224,6 +226,7 @@ class _Context:
                  sim_link: Optional[str], as_json: bool, quiet: bool, verbose: int) -> None:
         self.probe, self.connect, self.reset_run, self.vdd, self.sim_link = probe, connect, reset_run, vdd, sim_link
         self.as_json, self.quiet, self.verbose = as_json, quiet, verbose
+        self.keep_backup = False
         _configure_logging(quiet or as_json, verbose)
 
     @property
@@ -233,7 +236,7 @@ class _Context:
 
     def session(self) -> Session:
         return Session(probe=self.probe, connect=self.connect, reset_run=self.reset_run, vdd=self.vdd,
-                       sim_link=self.sim_link)
+                       sim_link=self.sim_link, keep_backup=self.keep_backup)
 
     def run(self, report: Report, work: Callable[[Session], None],
             before: Optional[Callable[[], None]] = None) -> None:
@@ -288,6 +291,9 @@ def _print_error(error: BaseException) -> None:
     else:
         text = str(error)
     click.echo(f"{PROG}: error: {text}", err=True)
+    backup = backup_of(error)
+    if backup is not None:
+        click.echo(f"{PROG}: {restore_hint(backup)}", err=True)
 
 
 class _ProgressBar:
@@ -363,15 +369,21 @@ def _load(report: Report, file: str, file_format: Optional[str], address: Option
 @click.option("--no-verify", "no_verify", is_flag=True,
               help="Skip the verification by CRC of every rewritten sector (each written word is still read back "
                    "by the stub).")
+@click.option("--keep-backup", "keep_backup", is_flag=True,
+              help="Keep the backup file of the bytes kept around the image (written before the first erase, "
+                   "normally removed after a successful verify).")
 @target_options
 def program(file: str, address: Optional[int], file_format: Optional[str], no_keep: bool, no_verify: bool,
-            **options: Any) -> None:
+            keep_backup: bool, **options: Any) -> None:
     """Program FILE (.bin, .hex, .srec, .elf) into flash.
 
     Only sectors whose contents change are erased and rewritten; sectors that already hold their new
-    contents are skipped, blank ones are programmed without an erase.
+    contents are skipped, blank ones are programmed without an erase. The bytes kept around the image in a
+    sector to be erased are first saved to a backup file (Intel HEX, in the user cache directory or
+    $F4LOAD_BACKUP_DIR); if the work fails, the error names it and `f4load BACKUP.hex` restores them.
     """
     ctx = _Context(**options)
+    ctx.keep_backup = keep_backup
     report = Report("program", file=file)
 
     def work(session: Session) -> None:

@@ -58,6 +58,11 @@ def sectors_for(flash_size: int) -> List[Sector]:
     return list(_sector_map(flash_size))
 
 
+# The 1 MB map: sector numbers as the stub and RM0090 Table 5 use them on every part (a 512 KB part has
+# sectors 0-7 of it).
+SECTORS_1M: Tuple[Sector, ...] = _sector_map(1024 * KB)
+
+
 @dataclass(frozen=True)
 class Part:
     """One concrete part: what the identity registers say and how big its flash is."""

@@ -25,6 +25,9 @@ is the checksum the sector must have afterwards: the executor verifies with it.
 cover. It is not called when the target's CRC already shows those ranges erased (a blank sector, or one that
 holds the image with 0xFF around it); it is called for a partly covered sector whose CRC differs, even when
 that sector turns out unchanged once the kept bytes are in (the CRC of the whole sector cannot tell earlier).
+What was read back for a sector that will be erased is in `SectorPlan.kept` and `Plan.kept_ranges()`: between
+that sector's erase and the end of its programming those bytes live only in host memory, so the session writes
+them to a backup file before the first erase (`f4load.session`, docs/cli.md).
 
 Chunks: bytes to program are cut into `ProgramChunk`s that fit one of the stub's RAM buffers
 (F4LOAD_BUFFER_SIZE in stub/f4load_protocol.h, 8 KB today): a chunk is cut from one sector's contents, so it
@@ -102,7 +105,8 @@ class SectorPlan:
 
     `crc`: the CRC unit's checksum the sector holds afterwards. `image_bytes`: bytes of the image in the
     sector; `kept_bytes`: bytes outside the image read back and rewritten (0 when the sector is blank, kept
-    bytes of a blank sector are 0xFF and need no programming); `target_crc`: what the target reported, if asked.
+    bytes of a blank sector are 0xFF and need no programming); `target_crc`: what the target reported, if asked;
+    `kept`: the ranges read back, as (address, bytes), in address order.
     """
     sector: Sector
     action: Action
@@ -112,6 +116,7 @@ class SectorPlan:
     image_bytes: int
     kept_bytes: int
     target_crc: Optional[int] = None
+    kept: Tuple[Tuple[int, bytes], ...] = ()
 
     @property
     def programmed_bytes(self) -> int:
@@ -166,6 +171,11 @@ class Plan:
     @property
     def bytes_kept(self) -> int:
         return sum(s.kept_bytes for s in self.sectors if s.action is not Action.SKIP)
+
+    def kept_ranges(self) -> List[Tuple[int, bytes]]:
+        """(address, bytes) read back from the sectors this plan erases: what exists only in host memory
+        between an erase and the programming that follows it, and so what a backup must hold."""
+        return [r for s in self.sectors if s.action.erases for r in s.kept]
 
     def summary(self) -> str:
         return (f"{self.source} -> {self.part.name}: {self.sectors_touched} sectors touched, "
@@ -235,6 +245,7 @@ def _plan_sector(image: Image, sector: Sector, keep: bool, target_crc: Optional[
     current = target_crc(sector) & 0xFFFF_FFFF if target_crc is not None else None
     blank = current == blank_crc(sector.size)
     kept = 0
+    kept_ranges: List[Tuple[int, bytes]] = []
     gaps = _gaps(image, sector)
     # Nothing to read back when the target's CRC shows 0xFF outside the image already: a blank sector, or one
     # that holds exactly the image with 0xFF around it (the same program flashed before).
@@ -248,6 +259,7 @@ def _plan_sector(image: Image, sector: Sector, keep: bool, target_crc: Optional[
             if len(data) != b - a:
                 raise ValueError(f"read_back({a:#010x}, {b - a}) returned {len(data)} bytes")
             contents[a - sector.start:b - sector.start] = data
+            kept_ranges.append((a, bytes(data)))
             kept += b - a
     crc = stm32_crc32(bytes(contents))
     chunks: Tuple[ProgramChunk, ...] = ()
@@ -267,7 +279,7 @@ def _plan_sector(image: Image, sector: Sector, keep: bool, target_crc: Optional[
                        else f"; {outside:,} bytes outside the image left erased (keep=False)")
     if action is not Action.SKIP:
         chunks = tuple(_chunks(sector.start, bytes(contents)))
-    return SectorPlan(sector, action, chunks, reason, crc, image_bytes, kept, current)
+    return SectorPlan(sector, action, chunks, reason, crc, image_bytes, kept, current, tuple(kept_ranges))
 
 
 _NOT_ERASED = re.compile(rb"[^\xff]+")

@@ -166,8 +166,12 @@ _VERIFY_TEXT = {
     "COMPARE": ("Verify found a difference", "Erase and program again; a repeated mismatch means a worn or "
                                              "protected sector."),
     "AFTER_WRITE": ("a programmed unit read back different from what was written",
-                    "Programming only clears bits: the location was not erased first (erase the sector), "
-                    "or the cell is worn."),
+                    "The cell is worn or something else changed it: erase the sector and program again; if it "
+                    "repeats, the sector is worn."),
+    "NOT_ERASED": ("the location is not erased where the data needs a 1 bit; the stub refused to write it, so "
+                   "the flash still holds what it held",
+                   "Programming only clears bits: the location was not erased first; erase the sector, then "
+                   "program (program only erased locations)."),
 }
 
 

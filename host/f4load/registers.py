@@ -92,6 +92,7 @@ RESET_FLAG_NAMES = {RCC_CSR_LPWRRSTF: "low-power", RCC_CSR_WWDGRSTF: "window wat
                     RCC_CSR_IWDGRSTF: "independent watchdog", RCC_CSR_SFTRSTF: "software",
                     RCC_CSR_PORRSTF: "power-on/power-down", RCC_CSR_PINRSTF: "NRST pin",
                     RCC_CSR_BORRSTF: "brown-out"}
+RESET_FLAGS = sum(RESET_FLAG_NAMES)  # every RCC_CSR reset flag; RMVF clears them all
 
 # --- Independent watchdog, RM0090 19 ---------------------------------------------------------------------
 IWDG_BASE = 0x4000_3000
@@ -117,6 +118,10 @@ SCS_CPUID = 0xE000_ED00
 SCS_AIRCR = 0xE000_ED0C
 SCS_DFSR = 0xE000_ED30
 DHCSR = 0xE000_EDF0
+DHCSR_C_DEBUGEN = 1 << 0
+DHCSR_S_HALT = 1 << 17
+DHCSR_S_LOCKUP = 1 << 19
+DHCSR_S_RESET_ST = 1 << 25  # sticky: the core was reset since DHCSR was last read (C1.6.2)
 DCRSR = 0xE000_EDF4
 DCRDR = 0xE000_EDF8
 DEMCR = 0xE000_EDFC
@@ -124,3 +129,4 @@ DWT_CTRL = 0xE000_1000
 DWT_CYCCNT = 0xE000_1004
 ROM_TABLE_BASE = 0xE00F_F000
 CPUID_CORTEX_M4_R0P1 = 0x410F_C241
+XPSR_THUMB = 1 << 24  # xPSR.T: every entry-point call must set it (B1.4.2)

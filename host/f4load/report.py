@@ -25,7 +25,7 @@ from f4load.identity import TargetInfo, describe_jep106
 from f4load.image import Image
 from f4load.part import KB
 from f4load.plan import Action
-from f4load.session import Outcome
+from f4load.session import Outcome, backup_of, restore_hint
 
 REPORT_FORMAT = 1
 # Below this floor the summary gives no ratio to it: the time is then mostly the link and the stub's setup
@@ -86,6 +86,7 @@ class Report:
             "bytes_kept": outcome.bytes_kept if outcome else 0,
             "program_writes": outcome.program_writes if outcome else 0,
             "verified": outcome.verified if outcome else None,
+            "backup": str(outcome.backup) if outcome is not None and outcome.backup is not None else None,
             "time": {
                 "wall_s": _round(self.wall_seconds),
                 "work_wall_s": _round(outcome.wall_seconds) if outcome else None,
@@ -109,6 +110,8 @@ class Report:
         if self.command == "program" and outcome is not None:
             parts.append(_work_text(outcome, self._target_name()))
             parts.append("verified by CRC" if outcome.verified else "not verified (--no-verify)")
+            if outcome.backup is not None:
+                parts.append(f"kept bytes backed up in {outcome.backup}")
         elif self.command == "erase" and outcome is not None:
             if outcome.erased:
                 text = f"erased {_sectors_text(outcome.erased)}"
@@ -262,6 +265,9 @@ def _error_json(error: Optional[BaseException]) -> Optional[Dict[str, Any]]:
         out.update({"operation": error.operation, "kind": error.kind, "code": error.code,
                     "sector": error.sector, "address": error.address, "flash_sr_bits": error.sr_names,
                     "stale": error.stale})
+    backup = backup_of(error)
+    if backup is not None:
+        out.update({"backup": str(backup), "restore": f"f4load {backup}", "backup_note": restore_hint(backup)})
     mismatches = getattr(error, "mismatches", None)
     if mismatches:
         out["mismatches"] = [{"address": a, "size": size, "expected_crc": e, "actual_crc": c}

@@ -32,18 +32,54 @@
    then - with `reset_run` - a reset that lets the application run, else the core stays halted.
 
 Nothing is erased before every check that can be made without erasing has passed: the image fits the part,
-read-out protection is off, no sector to be changed is write-protected (nWRP), the sectors asked for exist.
+read-out protection is off, no sector to be changed is write-protected (nWRP), the sectors asked for exist,
+and - when the application ran (`connect="halt"`/`"attach"`) - no peripheral it left running can get in the
+way of the stub (see "Peripherals the application left running" below).
+
+Bytes kept around the image
+---------------------------
+
+Between a sector's erase and the end of its programming, the bytes `program` keeps around the image
+(calibration values, a serial number...) exist only in host memory: a USB drop, a reset or Ctrl-C in that
+window would lose them for good. So before the first erase they are written to a **backup file**: Intel HEX
+(bincopy), one record run per kept range, named `<unique ID>-<date>-<time>.hex` in the user cache directory
+(`platformdirs.user_cache_dir("f4load")/backups`, or `$F4LOAD_BACKUP_DIR`), flushed to disk. It is the
+input format f4load programs, so `f4load <backup>.hex` puts the kept bytes back (the planner keeps whatever
+else the sector holds). When the work fails, the error carries the path (`backup_of(error)`) and the command
+line prints the restore command; after a successful verify the file is removed (unless `keep_backup`; with
+`verify=False` it is kept, since nothing checked the result).
+
+Peripherals the application left running
+----------------------------------------
+
+Connected under reset, every peripheral is in its reset state. With `connect="halt"` or `"attach"` the
+application ran, and what it started keeps running while the stub works with the core running:
+
+* the window watchdog (WWDG_CR.WDGA, RM0090 20.6.1) cannot be disabled once enabled (only a reset clears
+  WDGA) and resets the chip within ~50-130 ms at usual clocks, against up to 2 s for a sector erase.
+  DBGMCU_APB1_FZ.DBG_WWDG_STOP (bit 11) freezes it only while the core is halted, and the stub runs with the
+  core running, so freezing it does not help;
+* an enabled DMA stream (DMAx_SxCR.EN, RM0090 10.5.5) may write into SRAM, where the stub, its buffers and
+  its mailbox live.
+
+Both are read before the stub is loaded (`read_running_peripherals`, decided by `peripheral_hazards`); either
+one refuses the work with the fix: connect under reset.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import logging
+import os
 import struct
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
+import bincopy
+import platformdirs
 from pyocd.core import exceptions as pyocd_errors
 
 from f4load import option_bytes, protocol, stream
@@ -74,14 +110,34 @@ from f4load.registers import (
     FLASH_SR_BSY,
     RCC_CSR,
     RESET_FLAG_NAMES,
+    RESET_FLAGS,
 )
 from f4load.stub_image import StubImage
 
 LOG = logging.getLogger(__name__)
 
+# --- registers not (yet) in f4load.registers: to move there ---------------------------------------------
+# Window watchdog, RM0090 20.6: CR bit 7 WDGA enables it; only a reset clears it.
+WWDG_BASE = 0x4000_2C00
+WWDG_CR = WWDG_BASE + 0x00
+WWDG_CR_WDGA = 1 << 7
+# DMA controllers, RM0090 10.5: stream x's configuration register SxCR at 0x10 + 0x18 * x, bit 0 EN.
+DMA1_BASE = 0x4002_6000
+DMA2_BASE = 0x4002_6400
+DMA_STREAMS = 8
+DMA_SXCR_EN = 1 << 0
+# DBGMCU_APB1_FZ bit 11 (RM0090 38.16.4): freezes the WWDG while the core is halted - not while the stub runs.
+DBGMCU_APB1_FZ_DBG_WWDG_STOP = 1 << 11
+
+
+def dma_sxcr(controller_base: int, stream_index: int) -> int:
+    """Address of DMAx_SxCR (RM0090 10.5.5)."""
+    return controller_base + 0x10 + 0x18 * stream_index
+
 SIM_PROBE = "sim"
 SIM_UNIQUE_ID = "f4sim"
 SIM_LINK_OPTION = "f4sim.link"
+BACKUP_DIR_ENV = "F4LOAD_BACKUP_DIR"
 CONNECT_MODES = ("under-reset", "halt", "attach")
 ASSUMED_VDD = 3.3
 
@@ -112,6 +168,7 @@ class Outcome:
     streams: List[stream.StreamReport] = field(default_factory=list)
     wall_seconds: float = 0.0
     virtual_seconds: Optional[float] = None
+    backup: Optional[Path] = None  # the backup of the kept bytes, when it was left on disk
 
     @property
     def bytes_erased(self) -> int:
@@ -133,7 +190,8 @@ class Session:
 
     def __init__(self, probe: str = SIM_PROBE, connect: str = "under-reset", reset_run: Optional[bool] = None,
                  vdd: Optional[float] = None, sim_link: Optional[str] = None,
-                 frequency: Optional[int] = None) -> None:
+                 frequency: Optional[int] = None, backup_dir: Optional[Path] = None,
+                 keep_backup: bool = False) -> None:
         if connect not in CONNECT_MODES:
             raise UsageError(f"connect mode {connect!r}: choose one of {', '.join(CONNECT_MODES)}")
         self.probe_name = probe
@@ -142,6 +200,10 @@ class Session:
         self.given_vdd = vdd
         self.sim_link = sim_link
         self.frequency = frequency
+        self.backup_dir = backup_dir if backup_dir is not None else backup_directory()
+        self.keep_backup = keep_backup
+        self._peripherals_checked = False
+        self._backup: Optional[Path] = None  # the backup file of the program() under way, once written
         self.pyocd: Any = None
         self.target: Any = None
         self.info: Optional[TargetInfo] = None
@@ -335,7 +397,10 @@ class Session:
     def _halt_for_work(self) -> None:
         """Halt a running core (--connect attach) for the stub. The IWDG is frozen first: an application
         may have started it, and between the halt and the stub's first refresh it would otherwise keep
-        counting and reset the chip (DBG_IWDG_STOP stops it while the core is halted, RM0090 38.16.4)."""
+        counting and reset the chip (DBG_IWDG_STOP stops it while the core is halted, RM0090 38.16.4).
+        When the application ran (halt/attach), first refuse if it left a WWDG or a DMA stream running (the
+        module docstring); a running core is then left alone."""
+        self.check_no_running_peripherals()
         self.halted_by_us = True
         try:
             if self.target.is_halted():
@@ -346,6 +411,24 @@ class Session:
                 raise LinkError("the core did not halt: the target reset or stopped answering")
         except pyocd_errors.TransferError as error:
             raise LinkError(f"lost the target while halting it: {_one_line(error)}") from None
+
+    def check_no_running_peripherals(self) -> None:
+        """Refuse (UsageError, nothing loaded or erased) when the application left a peripheral running that
+        would reset the chip or overwrite the stub during the work. Connected under reset nothing can run:
+        no check. Read once per session (the stub starts neither)."""
+        if self.connect_mode == "under-reset" or self._peripherals_checked:
+            return
+        try:
+            state = read_running_peripherals(self.target.read32)
+        except pyocd_errors.TransferError as error:
+            raise LinkError(f"lost the target while reading WWDG/DMA state: {_one_line(error)}") from None
+        hazards = peripheral_hazards(state)
+        if hazards:
+            raise UsageError(
+                f"the application left running what the flash stub cannot work with: {'; '.join(hazards)}. "
+                f"Nothing was loaded or erased. Connect under reset (leave out --connect {self.connect_mode}): "
+                "the application then never starts")
+        self._peripherals_checked = True
 
     def sector_crcs(self, sectors: Sequence[Sector], runner: Optional[stream.StubRunner] = None) -> Dict[int, int]:
         """{sector index: CRC of the whole sector} by the target's CRC unit: one batch on `runner`, or in a
@@ -409,7 +492,20 @@ class Session:
         """Write `image`: sector CRCs -> plan -> erase/program stream (with a CRC of every changed sector
         when `verify`), all with the stub loaded once (two batches of one StubRunner; the plan is made on the
         host between them, reading back flash where it keeps bytes around the image). `before_work(plan)` is
-        called once the plan is known, before the first erase."""
+        called once the plan is known, before the first erase. The bytes kept around the image in sectors to
+        be erased are written to a backup file first (module docstring); an error raised after that carries
+        its path (`backup_of`)."""
+        try:
+            return self._program(image, keep, verify, progress, before_work)
+        except BaseException as error:
+            if self._backup is not None:
+                setattr(error, BACKUP_ATTRIBUTE, self._backup)
+            raise
+        finally:
+            self._backup = None
+
+    def _program(self, image: Image, keep: bool, verify: bool, progress: Optional[Progress],
+                 before_work: Optional[Callable[[Plan], None]]) -> Outcome:
         assert self.info is not None
         part = self.info.part
         image.check_fits(part)
@@ -426,6 +522,9 @@ class Session:
             self.check_not_write_protected(s.sector for s in changing)
             if before_work is not None:
                 before_work(work)
+            kept = work.kept_ranges()
+            if kept:
+                self._backup = self._write_backup(kept)
             operations: List[stream.Operation] = []
             for op in work.operations():
                 if isinstance(op, Erase):
@@ -450,7 +549,25 @@ class Session:
             if bad:
                 raise VerifyError(_mismatch_text(bad, part), bad)
             outcome.verified = True
+        if self._backup is not None:
+            if verify and not self.keep_backup:
+                self._backup.unlink()
+            else:
+                outcome.backup = self._backup
         return outcome
+
+    def _write_backup(self, kept: Sequence[Tuple[int, bytes]]) -> Path:
+        """Write the kept bytes to a new backup file before anything is erased; a file that cannot be
+        written stops the work (nothing erased yet)."""
+        assert self.info is not None
+        try:
+            path = write_backup(self.backup_dir, self.info.unique_id, kept)
+        except OSError as error:
+            raise UsageError(f"cannot write the backup of the {sum(len(d) for _, d in kept):,} bytes kept around "
+                             f"the image to {self.backup_dir}: {error.strerror or error}; nothing was erased "
+                             f"(set ${BACKUP_DIR_ENV} to a writable directory, or pass --no-keep)") from None
+        LOG.info("kept bytes backed up to %s", path)
+        return path
 
     def erase(self, sectors: Sequence[int], force: bool = False, progress: Optional[Progress] = None,
               before_work: Optional[Callable[[List[Sector]], None]] = None) -> Outcome:
@@ -581,7 +698,80 @@ def _mismatch_text(bad: Sequence[Tuple[int, int, int, int]], part: Part, first: 
     return "\n".join(lines)
 
 
-RESET_FLAGS = sum(RESET_FLAG_NAMES)
+# --- backups of kept bytes ---------------------------------------------------------------------------------
+
+BACKUP_ATTRIBUTE = "f4load_backup"
+
+
+def backup_directory() -> Path:
+    """Where backups of kept bytes go: $F4LOAD_BACKUP_DIR, else the user cache directory's `backups`."""
+    given = os.environ.get(BACKUP_DIR_ENV)
+    return Path(given) if given else Path(platformdirs.user_cache_dir("f4load")) / "backups"
+
+
+def write_backup(directory: Path, unique_id: bytes, ranges: Sequence[Tuple[int, bytes]]) -> Path:
+    """Write (address, bytes) ranges as Intel HEX to a new file `<unique ID>-<YYYYmmdd-HHMMSS>[-n].hex` in
+    `directory`, flushed to the disk before returning (it must survive what comes next)."""
+    records = bincopy.BinFile()
+    for address, data in ranges:
+        records.add_binary(data, address=address)
+    text = records.as_ihex()
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = f"{unique_id.hex()}-{time.strftime('%Y%m%d-%H%M%S')}"
+    for n in itertools.count():
+        path = directory / (f"{stem}.hex" if n == 0 else f"{stem}-{n}.hex")
+        try:
+            with open(path, "x", encoding="ascii") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except FileExistsError:
+            continue
+        return path
+    raise AssertionError("unreachable")
+
+
+def backup_of(error: BaseException) -> Optional[Path]:
+    """The backup file of the kept bytes a failed `Session.program` left, if it wrote one."""
+    path = getattr(error, BACKUP_ATTRIBUTE, None)
+    return path if isinstance(path, Path) else None
+
+
+def restore_hint(path: Path) -> str:
+    """What to tell the user about a backup left by a failed program."""
+    return (f"the bytes kept around the image were saved to {path} before the first erase; restore them with "
+            f"`f4load {path}`, then program the file again")
+
+
+# --- peripherals the application left running -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunningPeripherals:
+    """The registers that show an application's WWDG or DMA still running (module docstring)."""
+    wwdg_cr: int
+    dma_sxcr: Dict[Tuple[int, int], int]  # (controller 1 or 2, stream 0-7) -> DMAx_SxCR
+
+
+def read_running_peripherals(read32: Callable[[int], int]) -> RunningPeripherals:
+    """Read WWDG_CR and the 16 DMA streams' SxCR through `read32` (a pyocd target's)."""
+    streams = {(number, index): int(read32(dma_sxcr(base, index)))
+               for number, base in ((1, DMA1_BASE), (2, DMA2_BASE)) for index in range(DMA_STREAMS)}
+    return RunningPeripherals(wwdg_cr=int(read32(WWDG_CR)), dma_sxcr=streams)
+
+
+def peripheral_hazards(state: RunningPeripherals) -> List[str]:
+    """Why the stub cannot run with these peripherals as they are, one phrase per reason ([] when it can)."""
+    hazards = []
+    if state.wwdg_cr & WWDG_CR_WDGA:
+        hazards.append(f"the window watchdog is enabled (WWDG_CR = {state.wwdg_cr:#04x}, WDGA set; RM0090 20): "
+                       "it cannot be stopped and resets the chip within ~50-130 ms, an erase takes up to 2 s "
+                       "(freezing it in DBGMCU only works while the core is halted, and the stub runs the core)")
+    running = [f"DMA{number} stream {index}" for (number, index), cr in sorted(state.dma_sxcr.items())
+               if cr & DMA_SXCR_EN]
+    if running:
+        hazards.append(f"{', '.join(running)} {'is' if len(running) == 1 else 'are'} enabled (SxCR.EN = 1, "
+                       "RM0090 10): a DMA transfer may write into SRAM, where the stub and its buffers live")
+    return hazards
 
 
 def reset_flag_names(flags: int) -> List[str]:

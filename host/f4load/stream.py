@@ -21,7 +21,7 @@ start Stream, pipeline the operations, STOP, wait for the halt, UnInit (FLASH_CR
     with StubRunner(target, image, psize=...) as runner:   # freeze IWDG, halt, load, config word, Init
         crcs = runner.run([Crc(...), ...])                   # Stream ... STOP (core halted, stub loaded)
         report = runner.run(plan_operations, progress=cb)    # Stream ... STOP again
-    # UnInit on a clean exit (FLASH_CR locked, checked); after an exception, a best-effort UnInit
+    # UnInit on a clean exit (FLASH_CR locked, checked); see StubRunner for the exits by exception
 
 `progress(operation, nbytes)` is called as each stub command completes: an `EraseSector` with the sector's
 size, a `Program` with the bytes of that buffer (one call per buffer, so several per large Program), a
@@ -33,40 +33,48 @@ Truthfulness: a stream counts as done only when the stub said STOPPED for the ST
 the halt word with r0 = 0, no reset flag appeared in RCC_CSR (cleared at the start), and UnInit locked CR.
 A reset of the target (DHCSR.S_RESET_ST, a new RCC_CSR flag, a lockup, the core halted outside the stub) is
 raised as `TargetResetError`; a lost probe as `LinkLostError`; a failure the stub reports as
-`StreamCommandError` (an `f4load.errors.StubError` that also names the host's operation).
+`StreamCommandError` (an `f4load.errors.StubError` that also names the host's operation); these errors live in
+f4load.stub_call, with the entry-point calls and the probe access. Whatever breaks a stream (also Ctrl-C or an
+exception of the progress callback), the host halts the core and locks FLASH_CR before the exception leaves
+(`StubCall.abandon`; the stub's UnInit after a failure the stub reported itself).
 """
 from __future__ import annotations
 
 import struct
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from pyocd.core import exceptions as pyocd_errors
-
 from f4load import part, protocol
-from f4load.errors import StubError
-from f4load.protocol import ErrorRecord, const, ffi
+from f4load.protocol import const, ffi
 from f4load.registers import (
     DBGMCU_APB1_FZ,
     DBGMCU_APB1_FZ_DBG_IWDG_STOP,
     DHCSR,
+    DHCSR_C_DEBUGEN,
+    DHCSR_S_HALT,
+    DHCSR_S_LOCKUP,
+    DHCSR_S_RESET_ST,
     FLASH_CR,
     FLASH_CR_LOCK,
     RCC_CSR,
     RCC_CSR_RMVF,
-    RESET_FLAG_NAMES,
+    RESET_FLAGS,
+)
+from f4load.stub_call import (
+    FNC_PROGRAM,
+    LinkLostError,
+    StreamCommandError,
+    StreamError,
+    StubCall,
+    TargetResetError,
 )
 from f4load.stub_image import StubImage
 
-# DHCSR status bits (ARMv7-M C1.6.2); not in f4load.registers yet.
-DHCSR_C_DEBUGEN = 1 << 0
-DHCSR_S_HALT = 1 << 17
-DHCSR_S_LOCKUP = 1 << 19
-DHCSR_S_RESET_ST = 1 << 25  # sticky: a reset happened since DHCSR was last read
-# xPSR.T: the Thumb state bit every entry-point call must set (ARMv7-M B1.4.2).
-XPSR_THUMB = 1 << 24
-RESET_FLAGS = sum(RESET_FLAG_NAMES)
+# The errors are defined with the entry-point calls (f4load.stub_call) and are part of this module's API.
+__all__ = [
+    "Crc", "CrcResult", "EraseSector", "LinkLostError", "Operation", "Program", "Progress", "StreamCommandError",
+    "StreamError", "StreamReport", "StubRunner", "TargetResetError", "crc_map", "expand", "run_stream",
+]
 
 # Protocol constants (stub/f4load_protocol.h).
 SLOTS = const("F4LOAD_QUEUE_SLOTS")
@@ -93,11 +101,22 @@ OFFSET_RESULT = ffi.offsetof("struct f4load_command", "result")
 assert ffi.offsetof("struct f4load_command", "seq") == 16 and OFFSET_RESULT == 20
 assert OFFSET_STATUS == OFFSET_STUB_SEQ + 4  # one two-word read polls both
 
-# How long Init/UnInit may take (they wait for BSY at most a 128 KB x8 erase timeout, 8 s) and how long the
-# stream may make no progress (the longest stub timeout, 8 s, plus margin). On the virtual chip this is
-# virtual time.
-CALL_TIMEOUT_S = 10.0
-STALL_TIMEOUT_S = 20.0
+# How long the host waits before it gives up on the stub: never before the stub gives up itself, so that a
+# stuck flash is reported by the stub (BSY_TIMEOUT, with its error record) and not as "no progress".
+# The stub's longest wait for BSY is a 128 KB sector erase at x8: DS8626's 4 s maximum, doubled
+# (stub/flash_device.c ERASE_TIMEOUT_MS, not in the protocol header yet: keep the two equal).
+# Init and UnInit wait for BSY that long too. The stub counts its timeouts in DWT cycles of the clock it
+# believes in: with no clock given (Init clk = 0, CLOCK_MHZ = 0) and RCC_CFGR.SWS not HSI it assumes the
+# F4's maximum, 168 MHz, so on a core that really runs at HSI's 16 MHz its waits last 168/16 = 10.5 times
+# longer. On the virtual chip all of this is virtual time.
+STUB_ERASE_TIMEOUT_MS = 8000
+STUB_ASSUMED_CLOCK_MHZ = 168   # RM0090 / DS8626: the F405/407 maximum core clock
+SLOWEST_CORE_CLOCK_MHZ = 16    # HSI, the clock after reset (RM0090 6.2.2)
+STUB_LONGEST_WAIT_S = STUB_ERASE_TIMEOUT_MS / 1000 * STUB_ASSUMED_CLOCK_MHZ / SLOWEST_CORE_CLOCK_MHZ  # 84 s
+CALL_TIMEOUT_S = STUB_LONGEST_WAIT_S + 10.0    # Init/UnInit, and Stream's return after STOP
+STALL_TIMEOUT_S = STUB_LONGEST_WAIT_S + 20.0   # the stream may go this long without completing a command
+# Stream returns right after it writes STOPPED or FAILED: the core should be at the halt word at once.
+RETURN_TIMEOUT_S = 1.0
 # Every this many polls without progress, RCC_CSR is read too (DHCSR is read on every one).
 RCC_CHECK_EVERY = 8
 
@@ -169,52 +188,6 @@ class StreamReport:
         return text
 
 
-# --- errors ---------------------------------------------------------------------------------------------
-
-class StreamError(Exception):
-    """The stream did not complete. Subclasses say why; `request` is the host's operation in progress (None
-    before the first or after the last)."""
-
-    def __init__(self, message: str, request: Optional[Operation] = None) -> None:
-        self.request = request
-        super().__init__(message + (f" (during: {request})" if request is not None else ""))
-
-
-class StreamCommandError(StubError, StreamError):
-    """The stub reported a failure for one command: a StubError (result code, error record, `operation` =
-    the stub's name for what failed, `sector`, `sr_names`, `address`) that also carries `request`, the
-    host's operation (e.g. EraseSector(5)), and `seq`, the command's sequence number (0: an entry-point
-    call outside the stream, Init or UnInit)."""
-
-    def __init__(self, code: int, record: Optional[ErrorRecord], request: Optional[Operation], seq: int) -> None:
-        super().__init__(code, record)
-        self.request = request
-        self.seq = seq
-        if seq:
-            self.args = (f"{self.args[0]}\n  stream command {seq}: {request}",)
-
-
-class TargetResetError(StreamError):
-    """The target reset (or stopped running the stub) during the stream: nothing after the last completed
-    command can be trusted. `reset_flags` are the RCC_CSR flags seen (0 if the reset was seen another way)."""
-
-    def __init__(self, message: str, request: Optional[Operation], reset_flags: int = 0,
-                 dhcsr: Optional[int] = None) -> None:
-        self.reset_flags = reset_flags
-        self.dhcsr = dhcsr
-        names = [name for bit, name in sorted(RESET_FLAG_NAMES.items(), reverse=True) if reset_flags & bit]
-        if names:
-            message += f"; RCC_CSR reset flags: {', '.join(names)}"
-        super().__init__(message, request)
-
-
-class LinkLostError(StreamError):
-    """The probe lost the target (disconnect, or a transfer the probe could not complete)."""
-
-
-_SECTORS_1M = part.sectors_for(1024 * part.KB)
-
-
 # --- the session ----------------------------------------------------------------------------------------
 
 @dataclass
@@ -230,7 +203,7 @@ def expand(operations: Sequence[Operation]) -> List[_Command]:
     """The stub commands for `operations`: one per erase and CRC, one per buffer of program data, then STOP.
     Program chunks end at F4LOAD_BUFFER_SIZE-aligned addresses, so none crosses a sector boundary. Sectors
     are numbered on the 1 MB map; the stub refuses those past this part's F_SIZE (BEYOND_END)."""
-    sectors = part.sectors_for(1024 * part.KB)
+    sectors = part.SECTORS_1M
     out: List[_Command] = []
     for operation in operations:
         if isinstance(operation, EraseSector):
@@ -259,32 +232,18 @@ def _words(data: bytes) -> List[int]:
     return list(struct.unpack(f"<{len(data) // 4}I", data))
 
 
-def _virtual_clock(target: Any) -> Optional[Callable[[], float]]:
-    """Seconds of virtual time when `target` is the virtual chip (session.probe.clock), else None."""
-    probe = getattr(getattr(target, "session", None), "probe", None)
-    clock = getattr(probe, "clock", None) if probe is not None else None
-    if clock is None or not hasattr(clock, "seconds"):
-        return None
-    return lambda: float(clock.seconds)
-
-
-class _Stream:
-    """One stream session on one target (see the module docstring for the order of things)."""
+class _Stream(StubCall):
+    """One stream session on one target (see the module docstring for the order of things); the probe
+    access and entry-point calls are StubCall's."""
 
     def __init__(self, target: Any, image: StubImage, config: int, ram_base: int,
                  stall_timeout_s: float) -> None:
-        self.target = target
-        self.image = image
+        super().__init__(target, image, ram_base, CALL_TIMEOUT_S)
         self.config = config
-        self.layout = image.layout(ram_base)
         self.queue = self.layout.queue_address
         self.buffers = self.layout.buffers
         self.stall_timeout_s = stall_timeout_s
-        virtual = _virtual_clock(target)
-        self.now: Callable[[], float] = virtual if virtual is not None else time.monotonic
-        self.virtual = virtual
         self.report = StreamReport()
-        self.current: Optional[Operation] = None  # the oldest operation not yet completed by the stub
         # pipeline state
         self.commands: List[_Command] = []
         self.published = 0   # host_seq
@@ -295,103 +254,8 @@ class _Stream:
         self.on_command: Optional[Progress] = None
         self.loaded = False
         self._started = 0.0
-        self._classifying = False
 
-    # --- probe access with the link's failures made explicit -------------------------------------------
-    def _link(self, action: Callable[[], Any]) -> Any:
-        """Run one pyocd access; a pyocd exception becomes a StreamError that says what happened.
-
-        pyocd's own exceptions hide the cause: after a reset mid-stream the next register access fails with
-        CoreRegisterAccessError ("core is not halted") or a transfer fails. So before reporting, DHCSR and
-        RCC_CSR are read (raw, once) for evidence of a reset: TargetResetError if there is any, else
-        LinkLostError for a failed transfer or a lost probe, TargetResetError (core not in the state the
-        host left it in) for anything else pyocd refused."""
-        try:
-            return action()
-        except pyocd_errors.ProbeDisconnected as error:
-            raise LinkLostError(f"the probe disconnected: {error}", self.current) from error
-        except pyocd_errors.Error as error:
-            raise self._classify(error) from error
-
-    def _classify(self, error: Exception) -> StreamError:
-        if self._classifying:  # a failure while looking for evidence: no evidence
-            return LinkLostError(f"a probe access failed: {error}", self.current)
-        self._classifying = True
-        try:
-            dhcsr = int(self.target.read32(DHCSR))
-            flags = int(self.target.read32(RCC_CSR)) & RESET_FLAGS
-        except pyocd_errors.Error:
-            dhcsr, flags = None, 0
-        finally:
-            self._classifying = False
-        what = f"{type(error).__name__}: {error}"
-        if flags or (dhcsr is not None and (dhcsr & DHCSR_S_RESET_ST or not dhcsr & DHCSR_C_DEBUGEN)):
-            return TargetResetError(f"the target reset during the stream (pyocd: {what})", self.current,
-                                    flags, dhcsr)
-        if dhcsr is None or isinstance(error, (pyocd_errors.TransferError, pyocd_errors.ProbeError)):
-            return LinkLostError(f"a probe access failed ({what})", self.current)
-        state = "locked up" if dhcsr & DHCSR_S_LOCKUP else "halted" if dhcsr & DHCSR_S_HALT else "running"
-        return TargetResetError(f"the core is not in the state the host left it in (pyocd: {what}; core "
-                                f"{state}, DHCSR {dhcsr:#010x})", self.current, 0, dhcsr)
-
-    def read32(self, address: int) -> int:
-        return int(self._link(lambda: self.target.read32(address)))
-
-    def write32(self, address: int, value: int) -> None:
-        self._link(lambda: self.target.write32(address, value))
-
-    def read_words(self, address: int, count: int) -> List[int]:
-        return [int(w) for w in self._link(lambda: self.target.read_memory_block32(address, count))]
-
-    def write_words(self, address: int, words: Sequence[int]) -> None:
-        self._link(lambda: self.target.write_memory_block32(address, list(words)))
-
-    # --- calling an entry point (halted core) ------------------------------------------------------------
-    def _set_registers(self, name: str, args: Sequence[int]) -> None:
-        regs = [(f"r{i}", value) for i, value in enumerate(args)]
-        regs += [("sp", self.layout.stack_top), ("lr", self.layout.halt_address | 1),
-                 ("xpsr", XPSR_THUMB), ("pc", self.image.entry_address(self.layout.load_address, name))]
-        names, values = [r for r, _ in regs], [v for _, v in regs]
-        self._link(lambda: self.target.write_core_registers_raw(names, values))
-
-    def _wait_halted(self, what: str, timeout_s: float) -> None:
-        deadline = self.now() + timeout_s
-        while not self._link(self.target.is_halted):
-            if self.now() > deadline:
-                self._check_reset(f"{what} did not return")
-                raise StreamError(f"{what} did not return within {timeout_s:g} s", self.current)
-        pc = int(self._link(lambda: self.target.read_core_register("pc")))
-        if pc != self.layout.halt_address:
-            self._check_reset(f"{what} stopped at {pc:#010x}, not at the halt word")
-            raise StreamError(f"{what} stopped at {pc:#010x} instead of returning to the halt word "
-                              f"{self.layout.halt_address:#010x}", self.current)
-
-    def call(self, name: str, *args: int) -> int:
-        """Run an entry point to completion on the halted core; r0."""
-        self._set_registers(name, args)
-        self._link(self.target.resume)
-        self._wait_halted(name, CALL_TIMEOUT_S)
-        return int(self._link(lambda: self.target.read_core_register("r0"))) & 0xFFFF_FFFF
-
-    def error_record(self, address: int) -> ErrorRecord:
-        words = self.read_words(address, ErrorRecord.SIZE // 4)
-        return ErrorRecord.from_bytes(struct.pack(f"<{len(words)}I", *words))
-
-    def _call_checked(self, name: str, *args: int) -> None:
-        code = self.call(name, *args)
-        if code:
-            record = self.error_record(self.layout.load_address + self.image.error_offset)
-            raise StreamCommandError(code, record, self.current, 0)
-
-    # --- reset detection ---------------------------------------------------------------------------------
-    def _reset_flags(self) -> int:
-        return self.read32(RCC_CSR) & RESET_FLAGS
-
-    def _check_reset(self, context: str) -> None:
-        flags = self._reset_flags()
-        if flags:
-            raise TargetResetError(f"the target reset during the stream ({context})", self.current, flags)
-
+    # --- is the stub still running? ----------------------------------------------------------------------
     def _check_alive(self, idle_polls: int) -> None:
         """No progress: is the core still running the stub? DHCSR on every call, RCC_CSR now and then.
 
@@ -484,7 +348,7 @@ class _Stream:
             if command.op == CMD_ERASE_SECTOR:
                 self.report.sectors_erased += 1
                 assert isinstance(command.operation, EraseSector)
-                size = _SECTORS_1M[command.operation.sector].size
+                size = part.SECTORS_1M[command.operation.sector].size
             elif command.op == CMD_PROGRAM:
                 self.report.bytes_programmed += command.size
             elif command.op == CMD_CRC:
@@ -510,6 +374,7 @@ class _Stream:
         """Keep the ring full and follow the stub until it has run STOP."""
         last_progress = self.now()
         idle = 0
+        stopped_early = False
         while True:
             while self._publish_next():
                 pass
@@ -519,16 +384,26 @@ class _Stream:
                 if stub_seq > self.done:
                     self._on_progress(stub_seq)
                 self._fail()
-            if stub_seq > self.done:
+            progressed = stub_seq > self.done
+            if progressed:
                 if stub_seq > self.published:
                     raise StreamError(f"the stub says it finished command {stub_seq}, but only "
                                       f"{self.published} were published", self.current)
                 self._on_progress(stub_seq)
                 last_progress, idle = self.now(), 0
-                if status == STATUS_STOPPED:
-                    if stub_seq != len(self.commands):
-                        raise StreamError(f"the stub stopped after command {stub_seq}, not at STOP", self.current)
+            # STOPPED is checked after every poll, progress or not: the stub writes stub_seq = STOP, then its
+            # error record, a dmb, then status = STOPPED. A poll in that gap records the progress and sees
+            # WORKING; every later poll finds no new progress, only the new status.
+            if status == STATUS_STOPPED:
+                if self.done == len(self.commands):
                     return
+                # stub_seq and status are two word reads: the core may store both between them, so one poll
+                # can see the old stub_seq beside STOPPED. Only a second such poll is a stub that stopped early.
+                if stopped_early:
+                    raise StreamError(f"the stub stopped after command {stub_seq}, not at STOP", self.current)
+                stopped_early = True
+                continue
+            if progressed:
                 continue
             idle += 1
             self.report.idle_polls += 1
@@ -537,14 +412,21 @@ class _Stream:
                 raise StreamError(f"no progress for {self.stall_timeout_s:g} s (stub status "
                                   f"{STATUS_NAMES.get(status, status)}, command {stub_seq + 1})", self.current)
 
-    def _lock_after_failure(self) -> None:
+    def _lock_after_failure(self, error: StreamCommandError) -> None:
         """The stub reported a failure and returned: lock FLASH_CR again (UnInit) before reporting it. Best
-        effort: the failure being reported matters more than a second problem found on the way."""
+        effort: the failure being reported matters more than a second problem found on the way; if the stub
+        does not return or UnInit fails to run, the core is halted and FLASH_CR locked by the host."""
         try:
-            self._wait_halted("Stream", CALL_TIMEOUT_S)
-            self.call("UnInit", 2)
+            self._wait_halted("Stream", RETURN_TIMEOUT_S)
+            self.call("UnInit", FNC_PROGRAM)
         except StreamError:
-            pass
+            self._give_up(error)
+
+    def _give_up(self, error: BaseException) -> None:
+        """The host stops using the stub because of `error`: core halted, FLASH_CR locked (StubCall.abandon);
+        the stub must be loaded again before another batch."""
+        self.loaded = False
+        self.abandon(error)
 
     # --- the whole session -------------------------------------------------------------------------------
     def load(self) -> None:
@@ -566,7 +448,13 @@ class _Stream:
         self.write_words(self.layout.halt_address, [const("F4LOAD_HALT_WORD")])
         self.write_words(self.layout.load_address, _words(image))
         self.write32(self.layout.load_address + self.image.config_offset, self.config)
-        self._call_checked("Init", part.FLASH_START, 0, 2)
+        try:
+            self._call_checked("Init", part.FLASH_START, 0, FNC_PROGRAM)
+        except StreamCommandError:
+            raise  # Init returned a failure: it unlocks FLASH_CR last, only once everything else succeeded
+        except BaseException as error:  # Init did not return (or Ctrl-C): it may be inside, CR unlocked
+            self._give_up(error)
+            raise
         self.loaded = True
 
     def batch(self, operations: Sequence[Operation]) -> StreamReport:
@@ -581,19 +469,22 @@ class _Stream:
         self.next_buffer = 0
         self.current = self.commands[0].operation
         self._check_reset("before the stream")
-        self.write_words(self.queue, self._initial_queue())
-        self._set_registers("Stream", (self.queue, self.buffers[0], len(self.buffers)))
-        self._link(target.resume)
         try:
+            self.write_words(self.queue, self._initial_queue())
+            self._set_registers("Stream", (self.queue, self.buffers[0], len(self.buffers)))
+            self._link(target.resume)
             self._pump()
-            self._wait_halted("Stream", CALL_TIMEOUT_S)
+            self._wait_halted("Stream", RETURN_TIMEOUT_S)
             code = int(self._link(lambda: target.read_core_register("r0"))) & 0xFFFF_FFFF
             if code:
                 self._fail()
-        except StreamCommandError:
-            self._lock_after_failure()
+            self._check_reset("after STOP")
+        except StreamCommandError as error:
+            self._lock_after_failure(error)
             raise
-        self._check_reset("after STOP")
+        except BaseException as error:  # no progress, a lost link, the host's own exception, Ctrl-C
+            self._give_up(error)
+            raise
         self.current = None
         if self.virtual is not None:
             self.report.virtual_seconds = self.virtual() - start
@@ -603,7 +494,13 @@ class _Stream:
         """UnInit and check that FLASH_CR is locked again (the stub's image stays in RAM, unused)."""
         self.current = None
         self.loaded = False
-        self._call_checked("UnInit", 2)
+        try:
+            self._call_checked("UnInit", FNC_PROGRAM)
+        except StreamCommandError:
+            raise  # UnInit returned: it locks FLASH_CR even when it fails, unless BSY never cleared
+        except BaseException as error:
+            self.abandon(error)
+            raise
         if not self.read32(FLASH_CR) & FLASH_CR_LOCK:
             raise StreamError("FLASH_CR is still unlocked after UnInit")
 
@@ -623,7 +520,9 @@ class StubRunner:
     Use as a context manager (or `start()` / `close()`): entering freezes the IWDG, halts the core, loads
     the stub and calls Init; `run(operations, progress=None)` streams one batch and returns its
     StreamReport (virtual time of that batch only); a clean exit calls UnInit and checks FLASH_CR.LOCK;
-    an exit by exception calls UnInit best effort and lets the exception through. Between batches the
+    an exit by exception lets the exception through: a batch that broke (no progress, a lost link, Ctrl-C,
+    an exception of `progress`) has already halted the core and locked FLASH_CR, and after an exception of
+    the caller's own between batches UnInit is called best effort. Between batches the
     core is halted at the halt word and the host may use the target freely (read flash, plan), as long as
     it leaves the stub's RAM (`layout`) alone. Every batch first checks RCC_CSR: a reset since `start()`
     (which also loses the stub) is a TargetResetError.
@@ -674,8 +573,8 @@ class StubRunner:
         if self._stream.loaded and not isinstance(exc, (LinkLostError, TargetResetError)):
             self._stream.loaded = False
             try:
-                self._stream._wait_halted("Stream", CALL_TIMEOUT_S)
-                self._stream.call("UnInit", 2)
+                self._stream._wait_halted("Stream", RETURN_TIMEOUT_S)  # between batches: at the halt word
+                self._stream.call("UnInit", FNC_PROGRAM)
             except StreamError:
                 pass
 

@@ -12,22 +12,26 @@
  * or more. r9 is not used (the blob reaches its data PC-relative), so the blob runs wherever it is loaded.
  *
  *   uint32_t Init(uint32_t adr, uint32_t clk, uint32_t fnc)
- *       fnc: 1 erase, 2 program, 3 verify (CMSIS). clk: core clock in Hz, 0 = unknown (pyocd passes 0),
- *       then the clock from the config word, else HSI 16 MHz. Reads the config word `f4load_config`
+ *       fnc: F4LOAD_FNC_* (CMSIS: 1 erase, 2 program, 3 verify). clk: core clock in Hz, 0 = unknown (pyocd
+ *       passes 0), then the clock from the config word, else from RCC_CFGR.SWS: HSI -> 16 MHz, HSE or PLL ->
+ *       168 MHz (the family maximum: a timeout too long is harmless, one too short fails good operations).
+ *       Saves PRIMASK and masks interrupts. Reads the config word `f4load_config`
  *       (the host writes it into PrgData after loading the blob and before Init; its initial value is
  *       F4LOAD_CONFIG_DEFAULT), starts the DWT cycle counter for timeouts, makes a running IWDG last about
  *       32 s, reads F_SIZE, disables the flash caches, waits for BSY, clears stale error flags, unlocks
  *       FLASH_CR (not for fnc 3). Clears the error record. 0 on success, else a result code.
  *   uint32_t UnInit(uint32_t fnc)
- *       Locks FLASH_CR (always, also after a failure), resets and restores the flash caches. 0 on success;
- *       a BSY timeout code if the flash is still busy (then CR cannot be written: reset the chip).
+ *       Locks FLASH_CR (always, also after a failure, also without Init), resets the flash caches and
+ *       restores the cache enables and PRIMASK that Init found (only what Init saved). 0 on success; a BSY
+ *       timeout code if the flash is still busy (then CR cannot be written: reset the chip).
  *   uint32_t EraseSector(uint32_t adr)      adr = start address of a sector. 0 or a result code.
  *   uint32_t EraseChip(void)                mass erase. 0 or a result code.
  *   uint32_t ProgramPage(uint32_t adr, uint32_t sz, const uint8_t *buf)
  *       Programs [adr, adr+sz) with the widest writes PSIZE allows. Any alignment: the bytes of a write
  *       that lie outside the range are filled with their current contents (read back, 0xFF when erased),
- *       so nothing outside the range changes. Writes that cannot change the flash (no 1 to clear) are
- *       skipped; every write is read back. 0 or a result code.
+ *       so nothing outside the range changes. A unit that already holds the data is skipped; a unit whose
+ *       data needs a 1 where the flash holds a 0 is refused before anything is written (VERIFY_MISMATCH /
+ *       F4LOAD_VERIFY_NOT_ERASED); every write is read back. 0 or a result code.
  *   uint32_t Verify(uint32_t adr, uint32_t sz, const uint8_t *buf)
  *       CMSIS: returns adr+sz when [adr, adr+sz) equals buf, else the address of the first difference
  *       (details, with a result code, in the error record).
@@ -94,6 +98,11 @@
 #define F4LOAD_KIND_NO_CYCLE_COUNTER 10 /* DWT has no cycle counter, so no operation could be timed */
 #define F4LOAD_KIND_BAD_FLASH_SIZE  11  /* F_SIZE does not name a flash size this family has */
 
+/* Init's and UnInit's fnc argument (CMSIS-Pack flash algorithm interface). */
+#define F4LOAD_FNC_ERASE            1
+#define F4LOAD_FNC_PROGRAM          2
+#define F4LOAD_FNC_VERIFY           3
+
 /* OP: which entry point failed. */
 #define F4LOAD_OP_INIT              1
 #define F4LOAD_OP_UNINIT            2
@@ -117,16 +126,20 @@
 
 /* DETAIL for F4LOAD_KIND_VERIFY_MISMATCH. */
 #define F4LOAD_VERIFY_COMPARE       1   /* Verify() found a difference */
-#define F4LOAD_VERIFY_AFTER_WRITE   2   /* ProgramPage read back a write and it differs: the location was not
-                                           erased (programming only clears bits) or the cell is worn */
+#define F4LOAD_VERIFY_AFTER_WRITE   2   /* ProgramPage read back a write and it differs: the cell is worn, or
+                                           something else changed it */
+#define F4LOAD_VERIFY_NOT_ERASED    3   /* ProgramPage found a unit that is not erased where the data needs a
+                                           1 bit (programming only clears bits; program only erased locations)
+                                           and refused it before writing: the flash still holds what it held
+                                           (record: expected = the data, actual = the flash contents) */
 
 /* ---------------------------------------------------------------------------------------------------------
  * Config word (symbol f4load_config, in PrgData). The host writes it after loading the blob, before Init.
  *
  *   1..0   PSIZE      FLASH_CR.PSIZE for erase and program: 0 x8 (VDD 1.8-2.1 V), 1 x16 (2.1-2.7 V),
  *                     2 x32 (2.7-3.6 V). 3 (x64) needs 8-9 V on VPP and is refused (BAD_CONFIG).
- *   15..8  CLOCK_MHZ  core clock in MHz for the timeouts; 0 = HSI 16 MHz (the clock after reset).
- *                     Init's clk argument, when not 0, wins.
+ *   15..8  CLOCK_MHZ  core clock in MHz for the timeouts; 0 = unknown: Init reads RCC_CFGR.SWS (HSI 16 MHz,
+ *                     else 168 MHz). Init's clk argument, when not 0, wins.
  *   16     NO_IWDG    do not touch the IWDG (default: stretch a running one to ~32 s and refresh it)
  */
 #define F4LOAD_CONFIG_PSIZE_MASK    0x00000003
