@@ -477,7 +477,7 @@ def read(address: int, length: int, out: str, **options: Any) -> None:
             raise UsageError(f"{length} bytes at {address:#010x} run past the end of the address space")
         data = session.read(address, length)
         if out == "-":
-            click.get_binary_stream("stdout").write(data)
+            sys.stdout.buffer.write(data)  # click 8.5 deprecates get_binary_stream
         else:
             try:
                 with open(out, "wb") as handle:
