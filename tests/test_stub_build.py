@@ -185,7 +185,7 @@ def test_pyocd_places_the_flm_in_ram_with_its_static_base(built):
 
 def test_sector_map_agrees_with_the_keil_peer_in_the_first_megabyte(built):
     if not PEER_FLM.exists():
-        pytest.skip(f"peer FLM not found at {PEER_FLM} (set F4LOAD_PEER_FLM)")
+        pytest.skip(f"peer FLM absent: {PEER_FLM} (set F4LOAD_PEER_FLM)")
     ours, peer = PackFlashAlgo(str(built.artifact)), PackFlashAlgo(str(PEER_FLM))
     assert ours.flash_start == peer.flash_start
     assert [s for s in peer.sector_sizes if s[0] < ours.flash_size] == ours.sector_sizes
