@@ -5,6 +5,7 @@ tests never see each other's flash and can run in parallel (pytest-xdist).
 """
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -96,3 +97,18 @@ def peer_flm() -> Path:
     if not path.is_file():
         pytest.skip(f"peer FLM absent: {path} (set F4LOAD_PEER_FLM)")
     return path
+
+
+@pytest.fixture
+def chip(sim_state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh virtual chip on the ideal link (function only, no link cost), for tests of the `f4load` command line.
+    The command line configures the pyocd and f4load loggers as a program would; they are put back afterwards for
+    the tests that follow."""
+    monkeypatch.setenv("F4LOAD_SIM_LINK", "ideal")
+    loggers = [logging.getLogger(name) for name in ("pyocd", "f4load")]
+    saved = [(lg.level, lg.propagate, list(lg.handlers)) for lg in loggers]
+    yield sim_state_dir
+    for logger, (level, propagate, handlers) in zip(loggers, saved):
+        logger.setLevel(level)
+        logger.propagate = propagate
+        logger.handlers[:] = handlers

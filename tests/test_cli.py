@@ -7,13 +7,12 @@ the command in-process through click's CliRunner. What ends up in flash is read 
 from __future__ import annotations
 
 import json
-import logging
 import random
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import bincopy
 import pytest
@@ -39,19 +38,6 @@ REPO = Path(__file__).resolve().parent.parent
 SECTORS = sectors_for(512 * KB)
 
 
-@pytest.fixture
-def chip(sim_state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A fresh virtual chip on the ideal link (function only, no link cost). The command line configures the
-    pyocd and f4load loggers as a program would; they are put back afterwards for the tests that follow."""
-    monkeypatch.setenv("F4LOAD_SIM_LINK", "ideal")
-    monkeypatch.setenv("F4LOAD_BACKUP_DIR", str(sim_state_dir.parent / "backups"))
-    loggers = [logging.getLogger(name) for name in ("pyocd", "f4load")]
-    saved = [(lg.level, lg.propagate, list(lg.handlers)) for lg in loggers]
-    yield sim_state_dir
-    for logger, (level, propagate, handlers) in zip(loggers, saved):
-        logger.setLevel(level)
-        logger.propagate = propagate
-        logger.handlers[:] = handlers
 
 
 def f4load(*args: object) -> Result:

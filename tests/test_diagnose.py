@@ -7,31 +7,16 @@ then run that command and program the chip. The chip's saved state is read direc
 from __future__ import annotations
 
 import json
-import logging
 import random
 from pathlib import Path
-from typing import Any, Dict, Iterator
+from typing import Any, Dict
 
-import pytest
 from click.testing import CliRunner, Result
 
 from f4load.cli import EXIT_FLASH, cli
 from f4load.part import KB
 from f4load.sim import faults
 from f4load.sim.state import load_state
-
-
-@pytest.fixture
-def chip(sim_state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A fresh virtual chip on the ideal link; the loggers the command line configures are put back after."""
-    monkeypatch.setenv("F4LOAD_SIM_LINK", "ideal")
-    loggers = [logging.getLogger(name) for name in ("pyocd", "f4load")]
-    saved = [(lg.level, lg.propagate, list(lg.handlers)) for lg in loggers]
-    yield sim_state_dir
-    for logger, (level, propagate, handlers) in zip(loggers, saved):
-        logger.setLevel(level)
-        logger.propagate = propagate
-        logger.handlers[:] = handlers
 
 
 def f4load(*args: object, input: str = "") -> Result:

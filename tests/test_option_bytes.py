@@ -5,29 +5,14 @@ What the option bytes hold afterwards is read from the chip's saved state, not t
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
-from typing import Iterator
 
-import pytest
 from click.testing import CliRunner, Result
 
 from f4load.cli import EXIT_FLASH, EXIT_USAGE, cli, main
 from f4load.option_bytes import OptionBytes, sector_ranges
 from f4load.registers import FLASH_OPTCR_RESET
 from f4load.sim.state import load_state
-
-
-@pytest.fixture
-def chip(sim_state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.setenv("F4LOAD_SIM_LINK", "ideal")
-    loggers = [logging.getLogger(name) for name in ("pyocd", "f4load")]
-    saved = [(lg.level, lg.propagate, list(lg.handlers)) for lg in loggers]
-    yield sim_state_dir
-    for logger, (level, propagate, handlers) in zip(loggers, saved):
-        logger.setLevel(level)
-        logger.propagate = propagate
-        logger.handlers[:] = handlers
 
 
 def f4load(*args: object) -> Result:
