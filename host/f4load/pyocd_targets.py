@@ -42,7 +42,7 @@ from f4load import protocol
 from f4load.errors import StubError
 from f4load.part import CCM_SIZE, CCM_START, FLASH_START, KB, SRAM_SIZE, SRAM_START, Sector, sectors_for
 from f4load.protocol import ErrorRecord
-from f4load.registers import DBGMCU_APB1_FZ, DBGMCU_APB1_FZ_DBG_IWDG_STOP, DBGMCU_CR
+from f4load.registers import DBGMCU_APB1_FZ, DBGMCU_APB1_FZ_DBG_IWDG_STOP, DBGMCU_APB1_FZ_DBG_WWDG_STOP, DBGMCU_CR
 from f4load.stub_image import StubImage, shipped_elf_bytes
 
 LOG = logging.getLogger(__name__)
@@ -60,7 +60,6 @@ BLOB_HEADER_SIZE = 4
 DBGMCU_CR_DBG_SLEEP = 1 << 0
 DBGMCU_CR_DBG_STOP = 1 << 1
 DBGMCU_CR_DBG_STANDBY = 1 << 2
-DBGMCU_APB1_FZ_DBG_WWDG_STOP = 1 << 11
 
 # pyocd chooses between chip erase and sector erase by these weights (seconds); DS8626 Table 40 typical
 # times at x32 (the digest's timing table), program weight per page at 16 us per 32-bit write.

@@ -111,6 +111,7 @@ DBGMCU_CR = 0xE004_2004
 DBGMCU_APB1_FZ = 0xE004_2008
 DBGMCU_APB2_FZ = 0xE004_200C
 DBGMCU_APB1_FZ_DBG_IWDG_STOP = 1 << 12
+DBGMCU_APB1_FZ_DBG_WWDG_STOP = 1 << 11  # freezes the WWDG while the core is halted (not while the stub runs)
 DEV_ID_F40X_41X = 0x413
 
 # --- Cortex-M4 System Control Space (ARMv7-M ARM C1 / B3) -------------------------------------------------
@@ -130,3 +131,19 @@ DWT_CYCCNT = 0xE000_1004
 ROM_TABLE_BASE = 0xE00F_F000
 CPUID_CORTEX_M4_R0P1 = 0x410F_C241
 XPSR_THUMB = 1 << 24  # xPSR.T: every entry-point call must set it (B1.4.2)
+
+# --- Window watchdog, RM0090 20.6: CR bit 7 WDGA enables it; only a reset clears it ---------------------------
+WWDG_BASE = 0x4000_2C00
+WWDG_CR = WWDG_BASE + 0x00
+WWDG_CR_WDGA = 1 << 7
+
+# --- DMA controllers, RM0090 10.5: stream x's SxCR at 0x10 + 0x18 * x, bit 0 EN ------------------------------
+DMA1_BASE = 0x4002_6000
+DMA2_BASE = 0x4002_6400
+DMA_STREAMS = 8
+DMA_SXCR_EN = 1 << 0
+
+
+def dma_sxcr(controller_base: int, stream_index: int) -> int:
+    """Address of DMAx_SxCR (RM0090 10.5.5)."""
+    return controller_base + 0x10 + 0x18 * stream_index

@@ -104,6 +104,10 @@ from f4load.pyocd_targets import probe_supply_voltage
 from f4load.registers import (
     DBGMCU_APB1_FZ,
     DBGMCU_APB1_FZ_DBG_IWDG_STOP,
+    DMA1_BASE,
+    DMA2_BASE,
+    DMA_STREAMS,
+    DMA_SXCR_EN,
     FLASH_CR,
     FLASH_CR_LOCK,
     FLASH_SR,
@@ -111,28 +115,13 @@ from f4load.registers import (
     RCC_CSR,
     RESET_FLAG_NAMES,
     RESET_FLAGS,
+    WWDG_CR,
+    WWDG_CR_WDGA,
+    dma_sxcr,
 )
 from f4load.stub_image import StubImage
 
 LOG = logging.getLogger(__name__)
-
-# --- registers not (yet) in f4load.registers: to move there ---------------------------------------------
-# Window watchdog, RM0090 20.6: CR bit 7 WDGA enables it; only a reset clears it.
-WWDG_BASE = 0x4000_2C00
-WWDG_CR = WWDG_BASE + 0x00
-WWDG_CR_WDGA = 1 << 7
-# DMA controllers, RM0090 10.5: stream x's configuration register SxCR at 0x10 + 0x18 * x, bit 0 EN.
-DMA1_BASE = 0x4002_6000
-DMA2_BASE = 0x4002_6400
-DMA_STREAMS = 8
-DMA_SXCR_EN = 1 << 0
-# DBGMCU_APB1_FZ bit 11 (RM0090 38.16.4): freezes the WWDG while the core is halted - not while the stub runs.
-DBGMCU_APB1_FZ_DBG_WWDG_STOP = 1 << 11
-
-
-def dma_sxcr(controller_base: int, stream_index: int) -> int:
-    """Address of DMAx_SxCR (RM0090 10.5.5)."""
-    return controller_base + 0x10 + 0x18 * stream_index
 
 SIM_PROBE = "sim"
 SIM_UNIQUE_ID = "f4sim"
