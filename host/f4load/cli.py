@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar
 import click
 from pyocd.core import exceptions as pyocd_errors
 
-from f4load import __version__, stream
+from f4load import __version__, interrupt, stream
 from f4load.errors import F4LoadError, SessionError, StubError, UsageError
 from f4load.image import FORMAT_ALIASES, FORMATS, ImageError, load_image
 from f4load.option_bytes import BOR_FIELD, RDP_LEVEL1, OptionBytes
@@ -258,6 +258,7 @@ class _Context:
                 report.probe_commands = session.commands_since_open
                 report.session_virtual_seconds = session.virtual_since_open
                 session.close()
+            interrupt.check("after the work had completed")  # a signal that came after the last safe point
         except (F4LoadError, StubError, pyocd_errors.Error, KeyboardInterrupt) as error:
             report.error = error
             report.exit_code = exit_code_for(error)
@@ -284,7 +285,9 @@ class _Context:
 
 
 def _print_error(error: BaseException) -> None:
-    if isinstance(error, KeyboardInterrupt):
+    if isinstance(error, interrupt.Interrupted):
+        text = str(error)
+    elif isinstance(error, KeyboardInterrupt):
         text = "interrupted; the target was left halted with FLASH_CR locked where the probe still reached it"
     elif isinstance(error, pyocd_errors.Error):
         text = f"probe: {' '.join(str(error).split()) or type(error).__name__}"
@@ -695,6 +698,7 @@ def option_bytes_command(bor: Optional[str], wdg: Optional[str], nrst_stop: Opti
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Console entry point: run the command; every failure is a message on stderr and an exit status."""
+    interrupt.install()  # Ctrl-C/SIGTERM: recorded during target work, taken at safe points (f4load.interrupt)
     try:
         # Outside standalone mode click returns the status of an Exit raised by a command.
         status = cli.main(args=list(argv) if argv is not None else None, prog_name=PROG, standalone_mode=False)
@@ -708,6 +712,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_USAGE
     except click.Abort:
         click.echo(f"{PROG}: error: aborted", err=True)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:  # outside the work (parsing, a prompt, the summary): nothing to undo
+        click.echo(f"{PROG}: error: {exc if isinstance(exc, interrupt.Interrupted) else 'interrupted'}", err=True)
         return EXIT_INTERRUPTED
     except click.ClickException as exc:
         click.echo(f"{PROG}: error: {exc.format_message()}", err=True)

@@ -82,7 +82,7 @@ import bincopy
 import platformdirs
 from pyocd.core import exceptions as pyocd_errors
 
-from f4load import option_bytes, protocol, stream
+from f4load import interrupt, option_bytes, protocol, stream
 from f4load.crc import stm32_crc32
 from f4load.errors import (  # noqa: F401 - re-exported: the session's errors, where callers expect them
     ConnectError,
@@ -202,6 +202,8 @@ class Session:
         self.halted_by_us = connect != "attach"
         self._commands_at_open: Optional[int] = None
         self._virtual_at_open: Optional[float] = None
+        # Ctrl-C/SIGTERM are only recorded from open() to close() and raised at the safe points (f4load.interrupt)
+        self._signals = interrupt.deferred()
 
     @property
     def is_sim(self) -> bool:
@@ -212,10 +214,20 @@ class Session:
         self.open()
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, exc_type: Any, *exc_info: object) -> None:
         self.close()
+        if exc_type is None:
+            interrupt.check("after the work had completed")
 
     def open(self) -> TargetInfo:
+        self._signals.__enter__()
+        try:
+            return self._open()
+        except BaseException:
+            self._signals.__exit__(None, None, None)
+            raise
+
+    def _open(self) -> TargetInfo:
         from pyocd.core.helpers import ConnectHelper
 
         options: Dict[str, Any] = {
@@ -253,6 +265,7 @@ class Session:
         self._virtual_at_open = self.virtual_now()
         try:
             self.info = self._identify()
+            interrupt.check("while connecting: nothing was changed on the target")
         except BaseException:
             self.close()
             raise
@@ -326,6 +339,7 @@ class Session:
         try:
             at = start
             while at < end:
+                interrupt.check(f"while reading memory at {at:#010x}")
                 count = min(READ_BLOCK, end - at)
                 words = self.target.read_memory_block32(at, count // 4)
                 out += struct.pack(f"<{len(words)}I", *words)
@@ -348,6 +362,7 @@ class Session:
         assert self.info is not None
         if self._runner is not None:
             raise SessionError("internal: the stub is already loaded (nested Session.stub())")
+        interrupt.check("before the flash stub was loaded: nothing was erased or programmed")
         self._halt_for_work()
         with self._stream_errors():
             with stream.StubRunner(self.target, self.stub_image, psize=self.info.psize) as runner:
@@ -460,6 +475,7 @@ class Session:
         if self._runner is not None:
             # OptionProgrammer's BSY wait loop runs at option_bytes.WAIT_LOOP_ADDRESS, inside the stub's buffers.
             raise SessionError("internal: option bytes cannot be programmed while the flash stub is loaded")
+        interrupt.check("before the option bytes were changed: nothing was changed")
         self._halt_for_work()
         clock = self.virtual_now
         now = (lambda: clock() or 0.0) if self.is_sim else time.monotonic
@@ -646,20 +662,25 @@ class Session:
         """Leave the target in a known state, then close the probe. Best effort: a target that is gone
         cannot be put anywhere, and the failure that got us here is the one to report."""
         session, self.pyocd = self.pyocd, None
-        if session is None:
-            return
         try:
-            self._leave_target(session)
-        except Exception as error:  # noqa: BLE001 - see the docstring
-            LOG.warning("could not leave the target in a known state: %s", _one_line(error))
-        try:
-            session.close()
-        except Exception as error:  # noqa: BLE001
-            LOG.warning("closing the probe failed: %s", _one_line(error))
+            if session is None:
+                return
+            try:
+                self._leave_target(session)
+            except Exception as error:  # noqa: BLE001 - see the docstring
+                LOG.warning("could not leave the target in a known state: %s", _one_line(error))
+            try:
+                session.close()
+            except Exception as error:  # noqa: BLE001
+                LOG.warning("closing the probe failed: %s", _one_line(error))
+        finally:
+            self._signals.__exit__(None, None, None)
 
     def _leave_target(self, session: Any) -> None:
         target = self.target
         reset_run = self.reset_run if self.reset_run is not None else self.halted_by_us
+        if interrupt.requested():
+            reset_run = False  # the user stopped f4load: halt and lock, start nothing
         if self.halted_by_us or reset_run:
             # The stub stopped: the core halted (after a failure it may still be in the stub).
             if not target.is_halted():

@@ -44,7 +44,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from f4load import part, protocol
+from f4load import flash_state, interrupt, part, protocol
 from f4load.protocol import const, ffi
 from f4load.registers import (
     DBGMCU_APB1_FZ,
@@ -119,6 +119,9 @@ STALL_TIMEOUT_S = STUB_LONGEST_WAIT_S + 20.0   # the stream may go this long wit
 RETURN_TIMEOUT_S = 1.0
 # Every this many polls without progress, RCC_CSR is read too (DHCSR is read on every one).
 RCC_CHECK_EVERY = 8
+# Ctrl-C: how long the host lets the stub finish the command it is running before it halts the core where it
+# is. The longest command is a 128 KB sector erase: DS8626 Table 40 maximum 2 s at x32, 4 s at x8.
+INTERRUPT_GRACE_S = 5.0
 
 
 # --- what the caller asks for ---------------------------------------------------------------------------
@@ -224,6 +227,14 @@ def expand(operations: Sequence[Operation]) -> List[_Command]:
             raise TypeError(f"not a stream operation: {operation!r}")
     out.append(_Command(CMD_STOP, 0, 0, None))
     return out
+
+
+def _sector_of(address: int) -> Optional[int]:
+    """The sector (1 MB map numbering) that holds `address`, or None outside main flash."""
+    for sector in part.SECTORS_1M:
+        if sector.start <= address < sector.end:
+            return sector.index
+    return None
 
 
 def _words(data: bytes) -> List[int]:
@@ -376,6 +387,8 @@ class _Stream(StubCall):
         idle = 0
         stopped_early = False
         while True:
+            if interrupt.requested():
+                self._stop_early()
             while self._publish_next():
                 pass
             stub_seq, status = self.read_words(self.queue + OFFSET_STUB_SEQ, 2)
@@ -412,6 +425,81 @@ class _Stream(StubCall):
                 raise StreamError(f"no progress for {self.stall_timeout_s:g} s (stub status "
                                   f"{STATUS_NAMES.get(status, status)}, command {stub_seq + 1})", self.current)
 
+    # --- what the batch did to the flash, and Ctrl-C -------------------------------------------------------
+    def steps(self) -> List[Tuple[str, Optional[int]]]:
+        """(kind, sector) of every command of the batch, for f4load.flash_state."""
+        kinds = {CMD_ERASE_SECTOR: flash_state.ERASE, CMD_PROGRAM: flash_state.PROGRAM}
+        out: List[Tuple[str, Optional[int]]] = []
+        for command in self.commands:
+            kind = kinds.get(command.op, "")
+            out.append((kind, _sector_of(command.address) if kind else None))
+        return out
+
+    def flash_text(self, done: int, cut: Optional[int]) -> str:
+        """What the flash holds after commands 1..done, with command `cut` possibly half done (flash_state)."""
+        return flash_state.describe(self.steps(), done, cut)
+
+    def _stop_early(self) -> None:
+        """A signal asked f4load to stop (f4load.interrupt): let the stub finish the command it is running and
+        stop right after it, so that no sector is left half-erased, then raise Interrupted; the way out
+        (`_give_up`) halts the core and locks FLASH_CR, as for any exception.
+
+        Every published command the stub has not completed gets the op STOP. Only that word is written: the
+        stub reads a slot's op once, when it starts the command (stream.c), and the address, size and buffer
+        while it runs it, so the command it is running is not affected and the next one it reads is a STOP.
+        When nothing is left queued, one STOP is published. A second signal, a stub that does not stop within
+        INTERRUPT_GRACE_S, or a reset end the wait: the core is then halted wherever it is."""
+        name = interrupt.requested() or "SIGINT"
+        for seq in range(self.done + 1, self.published + 1):
+            self.write32(self._slot_address(seq), CMD_STOP)
+        deadline = self.now() + INTERRUPT_GRACE_S
+        stop_published = self.published >= len(self.commands)  # the batch's own STOP is already queued
+        idle = 0
+        while True:
+            stub_seq, status = self.read_words(self.queue + OFFSET_STUB_SEQ, 2)
+            if status in (STATUS_STOPPED, STATUS_FAILED):
+                break
+            if not stop_published and self.published + 1 - stub_seq <= SLOTS:
+                seq = self.published + 1
+                self.write_words(self._slot_address(seq), [CMD_STOP, 0, 0, 0, seq])
+                self.write32(self.queue + OFFSET_HOST_SEQ, seq)
+                self.published, stop_published = seq, True
+                continue
+            idle += 1
+            self._check_alive(idle)
+            if interrupt.insisted() or self.now() > deadline:
+                running = self.commands[stub_seq].operation if stub_seq < len(self.commands) else None
+                why = "a second signal" if interrupt.insisted() else f"no stop within {INTERRUPT_GRACE_S:g} s"
+                detail = f"{why}: halted the core in the middle of {running}" if running else why
+                effect = self.flash_text(stub_seq, stub_seq + 1)
+                raise interrupt.Interrupted(f"{detail}; {effect}" if effect else detail, signal_name=name)
+        if status == STATUS_FAILED:
+            if stub_seq > self.done:
+                self._on_progress(stub_seq)
+            self._fail()  # the command that was running failed: that is the news
+        # STOPPED at stub_seq: the commands before it ran as published; stub_seq itself was a STOP.
+        finished = stub_seq >= len(self.commands)
+        if stub_seq - 1 > self.done:
+            self._on_progress(min(stub_seq - 1, len(self.commands)))
+        self._wait_halted("Stream", RETURN_TIMEOUT_S)
+        last = self.commands[self.done - 1].operation if self.done else None
+        if finished:
+            detail = "the stub had just finished its commands"
+        elif last is not None:
+            detail = f"the stub stopped after {last}, nothing is half done"
+        else:
+            detail = "the stub stopped before its first command"
+        effect = self.flash_text(self.done, None)
+        if not flash_state.changed(self.steps(), self.done, None):
+            detail += "; nothing was erased or programmed"
+        elif effect:
+            detail += f"; {effect}"
+            if not flash_state.complete(self.steps(), self.done):
+                detail += "; run the same command again to finish"
+            elif not finished:
+                detail += "; the check by CRC did not run"
+        raise interrupt.Interrupted(detail, signal_name=name)
+
     def _lock_after_failure(self, error: StreamCommandError) -> None:
         """The stub reported a failure and returned: lock FLASH_CR again (UnInit) before reporting it. Best
         effort: the failure being reported matters more than a second problem found on the way; if the stub
@@ -431,6 +519,7 @@ class _Stream(StubCall):
     # --- the whole session -------------------------------------------------------------------------------
     def load(self) -> None:
         """Halt (IWDG frozen first), clear the reset flags, load the stub and its config word, Init."""
+        interrupt.check("before the flash stub was loaded: nothing was erased or programmed")
         self._started = self.now()
         target = self.target
         # A running IWDG must not count while the core is halted between calls (RM0090 38.16.4); the stub
@@ -468,6 +557,7 @@ class _Stream(StubCall):
         self.buffer_free_after = [0] * len(self.buffers)
         self.next_buffer = 0
         self.current = self.commands[0].operation
+        interrupt.check(f"before {self.current}: nothing was done in this batch")
         self._check_reset("before the stream")
         try:
             self.write_words(self.queue, self._initial_queue())
@@ -575,8 +665,10 @@ class StubRunner:
             try:
                 self._stream._wait_halted("Stream", RETURN_TIMEOUT_S)  # between batches: at the halt word
                 self._stream.call("UnInit", FNC_PROGRAM)
-            except StreamError:
+            except (StreamError, interrupt.Interrupted):
                 pass
+            if isinstance(exc, interrupt.Interrupted):
+                self._stream.abandon(exc)  # checks that the core is halted and FLASH_CR locked, and says so
 
 
 def run_stream(target: Any, image: StubImage, operations: Sequence[Operation], *,

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence
 
 from pyocd.core import exceptions as pyocd_errors
 
+from f4load import interrupt
 from f4load.errors import StubError
 from f4load.protocol import ErrorRecord, const
 from f4load.registers import (
@@ -51,6 +52,11 @@ FNC_PROGRAM = const("F4LOAD_FNC_PROGRAM")
 # How long an entry point may run before the host gives up on it; stream.py sets it from the stub's own
 # timeouts (Init and UnInit wait for BSY as long as the stub's longest timeout).
 DEFAULT_CALL_TIMEOUT_S = 10.0
+# Ctrl-C while an entry point runs: how long it may still take to return before the core is halted where it is
+# (the longest a single flash operation takes: a 128 KB sector erase, DS8626 Table 40, 4 s maximum at x8).
+INTERRUPT_GRACE_S = 5.0
+# While waiting for an entry point to return, RCC_CSR is read every this many DHCSR polls.
+RCC_CHECK_EVERY = 8
 
 
 # --- errors ---------------------------------------------------------------------------------------------
@@ -98,6 +104,11 @@ class TargetResetError(StreamError):
         if self.reset_flags:
             return True
         return self.dhcsr is not None and bool(self.dhcsr & DHCSR_S_RESET_ST or not self.dhcsr & DHCSR_C_DEBUGEN)
+
+
+class CoreLockupError(TargetResetError):
+    """The core locked up (DHCSR.S_LOCKUP, ARMv7-M B1.5.15) while it ran the stub: a fault the stub could not
+    handle. No reset happened: the host halts the core and locks FLASH_CR."""
 
 
 class LinkLostError(StreamError):
@@ -190,9 +201,34 @@ class StubCall:
         self._link(lambda: self.target.write_core_registers_raw(names, values))
 
     def _wait_halted(self, what: str, timeout_s: float) -> None:
+        """Wait until the core halts at the halt word (the entry point returned). DHCSR is read on every poll,
+        RCC_CSR every RCC_CHECK_EVERY: a reset (S_RESET_ST, debug disabled by a power-on, a reset flag), a
+        lockup (S_LOCKUP) or a lost link ends the wait at once with its own error. After Ctrl-C the entry
+        point gets INTERRUPT_GRACE_S to return (a second signal: none), then Interrupted is raised."""
         deadline = self.now() + timeout_s
-        while not self._link(self.target.is_halted):
-            if self.now() > deadline:
+        grace: Optional[float] = None
+        polls = 0
+        while True:
+            dhcsr = self.read32(DHCSR)
+            if dhcsr & DHCSR_S_HALT:
+                break
+            if dhcsr & DHCSR_S_RESET_ST or not dhcsr & DHCSR_C_DEBUGEN:
+                raise TargetResetError(f"the target reset while {what} ran (DHCSR {dhcsr:#010x})", self.current,
+                                       self._reset_flags(), dhcsr)
+            if dhcsr & DHCSR_S_LOCKUP:
+                self._check_reset(f"core locked up in {what}")
+                raise CoreLockupError(f"the core locked up while it ran the stub's {what} (DHCSR.S_LOCKUP): "
+                                      "a fault the stub could not handle", self.current, 0, dhcsr)
+            polls += 1
+            if polls % RCC_CHECK_EVERY == 0:
+                self._check_reset(f"while {what} ran")
+            now = self.now()
+            name = interrupt.requested()
+            if name is not None:
+                grace = now + INTERRUPT_GRACE_S if grace is None else grace
+                if interrupt.insisted() or now > grace:
+                    raise interrupt.Interrupted(f"{what} did not return; halted the core in it", signal_name=name)
+            if now > deadline:
                 self._check_reset(f"{what} did not return")
                 raise StreamError(f"{what} did not return within {timeout_s:g} s", self.current)
         pc = int(self._link(lambda: self.target.read_core_register("pc")))
@@ -257,6 +293,9 @@ class StubCall:
         if isinstance(error, TargetResetError) and error.reset_seen:
             return
         note = self.halt_and_lock()
+        if isinstance(error, interrupt.Interrupted):
+            error.add_detail(note or "the core is halted and FLASH_CR locked")
+            return
         if note is None:
             return
         if isinstance(error, StreamError) and error.args and isinstance(error.args[0], str):

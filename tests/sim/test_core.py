@@ -953,3 +953,39 @@ def test_a_debugger_read_of_ram_during_an_erase_takes_no_time() -> None:
     before = chip.clock.now_ps
     chip.bus_read(SRAM, 4)
     assert chip.clock.now_ps == before and chip.flash.busy
+
+
+# --- Ctrl-C ----------------------------------------------------------------------------------------------------
+def test_ctrl_c_inside_a_unicorn_callback_is_raised_after_advance_with_the_chip_consistent(capfd) -> None:
+    import signal
+
+    from f4load.interrupt import Interrupted
+
+    chip = halted_chip_running_ram("""
+        ldr r1, =0x40023000     @ CRC_DR
+        movs r0, #0
+    loop:
+        adds r0, r0, #1
+        str r0, [r1]
+        b loop
+    """)
+    crc_write = chip._periph_write[0x4002_3000]
+    signals = []
+
+    def ctrl_c_during_the_store(*args: object) -> None:  # the signal arrives while Unicorn runs a callback
+        if not signals:
+            signals.append(1)
+            signal.raise_signal(signal.SIGINT)
+        crc_write(*args)
+
+    chip._periph_write[0x4002_3000] = ctrl_c_during_the_store  # the CRC unit's MMIO write handler
+    chip.resume()
+    start = chip.clock.now_ps
+    with pytest.raises(Interrupted):
+        chip.advance(100 * PS_PER_US)
+    assert signals and chip.clock.now_ps == start + 100 * PS_PER_US  # the budget ran to its end first
+    stores = chip.read_core_register(0)
+    chip.advance(10 * PS_PER_US)  # and the chip goes on as if nothing had happened
+    assert chip.read_core_register(0) > stores
+    assert "Exception ignored" not in capfd.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back

@@ -28,6 +28,7 @@ from f4load.sim.state import (
     inject_faults,
     load_state,
     option_faults_of,
+    read_last_session,
     read_stored_faults,
     reset_state,
     state_dir,
@@ -68,6 +69,11 @@ def status(ctx: click.Context, state: Optional[str]) -> None:
     stored = read_stored_faults(directory)
     for line in status_lines(chip, stored, str(directory)):
         click.echo(line)
+    last = read_last_session(directory)
+    if last is not None:
+        click.echo(f"last debugger session (pid {last.get('pid')}) left: core {last.get('core')}, FLASH_CR "
+                   f"0x{int(last.get('flash_cr', 0)):08X} ({'locked' if last.get('flash_cr_locked') else 'UNLOCKED'}), "
+                   f"FLASH_SR 0x{int(last.get('flash_sr', 0)):08X}, at {float(last.get('virtual_s', 0)):.3f} s virtual")
 
 
 def status_lines(chip: ChipState, stored: Faults, directory: str) -> List[str]:

@@ -29,6 +29,11 @@ flash_wait.py.
 Idle loops: a block without stores that branches to itself and comes back with every register unchanged and
 no MMIO access repeats until something outside the core changes: the rest of the budget is idle
 (`_watch_loop`). Sleep (WFI/WFE) lasts until a halt or a reset: no interrupts are modelled.
+
+Ctrl-C (SIGINT, SIGTERM): Python would raise KeyboardInterrupt in whatever runs when the signal arrives, most
+often one of the Unicorn callbacks below, where ctypes swallows it or it leaves the chip half updated. So
+`advance` and `step` run with signals deferred (f4load.interrupt): the hooks never see a Python exception from
+a signal, and the request is raised when the chip's state is consistent again.
 """
 from __future__ import annotations
 
@@ -59,6 +64,7 @@ from unicorn import (
 )
 from unicorn import arm_const as arm
 
+from f4load import interrupt
 from f4load.part import CCM_SIZE, CCM_START, FLASH_START, SRAM_SIZE, SRAM_START, SYSTEM_MEMORY, SYSTEM_MEMORY_SIZE
 from f4load.registers import FLASH_SR_BSY
 from f4load.sim.armv7m import (
@@ -160,9 +166,18 @@ class ChipCore(ChipBase):
     # ==========================================================================================================
     # Running for a time budget
     def advance(self, ps: int) -> None:
-        """Let `ps` picoseconds pass: the core runs if it can, flash operations progress, the IWDG counts."""
+        """Let `ps` picoseconds pass: the core runs if it can, flash operations progress, the IWDG counts.
+
+        Ctrl-C never lands inside Unicorn or its callbacks: signals are only recorded while the chip runs
+        (f4load.interrupt.deferred) and raised as Interrupted when `advance` returns, with the chip in a
+        consistent state - unless a host around it defers them too (f4load's Session), which then stops at
+        its own safe point."""
         if ps < 0:
             raise ValueError("virtual time cannot go backwards")
+        with interrupt.deferred(raise_on_exit=True):
+            self._advance(ps)
+
+    def _advance(self, ps: int) -> None:
         target = self.clock.now_ps + ps
         while True:
             self._process_events()
@@ -479,6 +494,10 @@ class ChipCore(ChipBase):
         """Execute one instruction and halt again (DHCSR.C_STEP). Runs no virtual time."""
         if not self.halted:
             return
+        with interrupt.deferred(raise_on_exit=True):
+            self._step()
+
+    def _step(self) -> None:
         self._stepping = True
         try:
             if self._prepare_run():

@@ -201,6 +201,7 @@ class SimProbe(DebugProbe):
         chip, self._chip = open_chip.chip, None
         self._is_open = self._is_connected = False
         self._memory_interface = None
+        _record_last_session(open_chip, chip)
         open_chip.save_and_release()
         LOG.debug("f4sim: closed after %d commands, virtual time %.6f s", self.commands, chip.clock.seconds)
 
@@ -467,6 +468,23 @@ class _OpenChip:
             raise exceptions.ProbeError(f"f4sim: {error}") from None
         finally:
             self._lock.release()
+
+
+def _record_last_session(open_chip: _OpenChip, chip: Chip) -> None:
+    """Record how this session leaves the chip (state.save_last_session): core state, FLASH_CR, FLASH_SR. A
+    record that cannot be written is logged, not raised: the flash image saved next is what matters."""
+    from f4load.registers import FLASH_BASE, FLASH_CR, FLASH_CR_LOCK, FLASH_SR
+    from f4load.sim import state as sim_state
+
+    core = ("in reset" if chip.nrst_asserted else "locked up" if chip.lockup else "halted" if chip.halted
+            else "sleeping" if chip.sleeping else "running")
+    cr = chip.flash.read_register(FLASH_CR - FLASH_BASE)
+    record = {"pid": os.getpid(), "virtual_s": chip.clock.seconds, "core": core, "flash_cr": cr,
+              "flash_cr_locked": bool(cr & FLASH_CR_LOCK), "flash_sr": chip.flash.read_register(FLASH_SR - FLASH_BASE)}
+    try:
+        sim_state.save_last_session(record, open_chip.directory)
+    except sim_state.SimStateError as error:
+        LOG.warning("f4sim: %s", error)
 
 
 def _peek_flash_kb() -> int:

@@ -504,3 +504,34 @@ def clear_faults(path: Optional[PathLike] = None) -> None:
         _remove_stale_temporaries(directory)
         _write_faults(directory, Faults(flash_kb=state.faults.flash_kb))
         _write_chip(directory, state)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What the last debugger session left behind.
+#
+# A real board stays powered when the probe lets go: its core stays halted (or running) and FLASH_CR stays
+# locked or unlocked as the host left it, until the next reset. The virtual chip is powered on afresh by every
+# session, so the state the last host left is recorded when the probe closes (`last-session.json`) for
+# `f4load-sim status` and for tests ("did f4load leave FLASH_CR locked after Ctrl-C?").
+
+LAST_SESSION_FILE = "last-session.json"
+
+
+def save_last_session(record: Dict[str, Any], path: Optional[PathLike] = None) -> None:
+    """Write the record of how the last session left the chip (`SimProbe.close`); SimStateError on failure."""
+    directory = state_dir(path)
+    with StateLock(directory):
+        _write_atomic(directory / LAST_SESSION_FILE, _json_bytes(record))
+
+
+def read_last_session(path: Optional[PathLike] = None) -> Optional[Dict[str, Any]]:
+    """The record of how the last session left the chip, or None when no session has ended here yet.
+    Keys: `pid`, `virtual_s`, `core` ("halted", "running", "locked up", "sleeping", "in reset"),
+    `flash_cr`, `flash_sr`, `flash_cr_locked`."""
+    file = state_dir(path) / LAST_SESSION_FILE
+    if not file.exists():
+        return None
+    data = _read_json(file)
+    if not isinstance(data, dict):
+        raise SimStateError(f"{file} is corrupted: not a JSON object")
+    return data
