@@ -82,7 +82,7 @@ import bincopy
 import platformdirs
 from pyocd.core import exceptions as pyocd_errors
 
-from f4load import interrupt, option_bytes, protocol, stream
+from f4load import interrupt, option_bytes, protocol, reset_causes, stream
 from f4load.crc import stm32_crc32
 from f4load.errors import (  # noqa: F401 - re-exported: the session's errors, where callers expect them
     ConnectError,
@@ -384,10 +384,9 @@ class Session:
         try:
             yield
         except stream.TargetResetError as error:
-            raise LinkError(f"the target reset while f4load was working on it: {error}"
-                            f"{reset_cause_text(error.reset_flags)}") from error
+            raise LinkError(reset_report(error)) from error
         except stream.LinkLostError as error:
-            raise LinkError(f"lost the target: {error}") from error
+            raise LinkError(link_lost_report(error)) from error
         except stream.StreamCommandError:
             raise
         except stream.StreamError as error:
@@ -782,6 +781,39 @@ def peripheral_hazards(state: RunningPeripherals) -> List[str]:
         hazards.append(f"{', '.join(running)} {'is' if len(running) == 1 else 'are'} enabled (SxCR.EN = 1, "
                        "RM0090 10): a DMA transfer may write into SRAM, where the stub and its buffers live")
     return hazards
+
+
+def reset_report(error: stream.TargetResetError) -> str:
+    """The message of a reset (or a lockup) in the middle of the work: what was running (by the stub's own
+    record where it survived), why the chip reset (RCC_CSR once, in RM0090's terms), what the flash holds now,
+    and what to do next."""
+    doing = (f"during {stream.describe_operation(error.in_progress)}" if error.in_progress is not None
+             else "in the middle of the work")
+    by = f" (by {error.located_by})" if error.located_by else ""
+    if not error.reset_seen:  # a lockup, or the core halted outside the stub: no reset
+        lines = [f"the stub stopped running {doing}{by}: {error.base_message}"]
+        step = "run `f4load diagnose`, then the same command again"
+    else:
+        cause = reset_causes.classify(error.reset_flags, during_work=True)
+        lines = [f"the chip reset {doing}{by}: {cause.name}",
+                 f"  reset cause: {cause.describe()}"]
+        step = cause.next_step
+    if error.flash_after:
+        lines.append(f"  the flash now: {error.flash_after}")
+    lines.append(f"  next: {step}")
+    return "\n".join(lines)
+
+
+def link_lost_report(error: stream.LinkLostError) -> str:
+    """The message of a lost link in the middle of the work (see `reset_report`)."""
+    doing = f" during {stream.describe_operation(error.in_progress)}" if error.in_progress is not None else ""
+    by = f" (by {error.located_by})" if error.located_by and error.in_progress is not None else ""
+    lines = [f"lost the target{doing}{by}: {error.base_message}"]
+    if error.flash_after:
+        lines.append(f"  the flash now: {error.flash_after}")
+    lines.append("  next: check the cable, the probe and the board's supply, reset or power-cycle the board, then "
+                 "run the same command again")
+    return "\n".join(lines)
 
 
 def reset_flag_names(flags: int) -> List[str]:

@@ -73,7 +73,8 @@ from f4load.stub_image import StubImage
 # The errors are defined with the entry-point calls (f4load.stub_call) and are part of this module's API.
 __all__ = [
     "Crc", "CrcResult", "EraseSector", "LinkLostError", "Operation", "Program", "Progress", "StreamCommandError",
-    "StreamError", "StreamReport", "StubRunner", "TargetResetError", "crc_map", "expand", "run_stream",
+    "StreamError", "StreamReport", "StubRunner", "TargetResetError", "crc_map", "describe_operation", "expand",
+    "run_stream", "sector_of",
 ]
 
 # Protocol constants (stub/f4load_protocol.h).
@@ -227,6 +228,22 @@ def expand(operations: Sequence[Operation]) -> List[_Command]:
             raise TypeError(f"not a stream operation: {operation!r}")
     out.append(_Command(CMD_STOP, 0, 0, None))
     return out
+
+
+def sector_of(operation: Optional[Operation]) -> Optional[int]:
+    """The sector an erase or program operation works on (a program's first byte), else None."""
+    if isinstance(operation, EraseSector):
+        return operation.sector
+    if isinstance(operation, Program):
+        return _sector_of(operation.address)
+    return None
+
+
+def describe_operation(operation: Operation) -> str:
+    """"erase sector 2", "program 8192 bytes at 0x08004000 (sector 1)"."""
+    sector = sector_of(operation)
+    return f"{operation} (sector {sector})" if isinstance(operation, Program) and sector is not None \
+        else str(operation)
 
 
 def _sector_of(address: int) -> Optional[int]:
@@ -500,6 +517,68 @@ class _Stream(StubCall):
                 detail += "; the check by CRC did not run"
         raise interrupt.Interrupted(detail, signal_name=name)
 
+    # --- after a reset or a lost link: what was running, what the flash holds --------------------------------
+    def _stub_record(self) -> Optional[Tuple[int, int]]:
+        """(stub_seq, status) as the stub left them in its queue, when they can be trusted after a reset. SRAM
+        keeps its contents through a reset, but an application that ran since may have overwritten it, so the
+        record must be consistent with what the host published: the magic, host_seq, stub_seq between the last
+        progress seen and the last command published, and for WORKING the slot of the next command holding
+        that command's number and address. None otherwise (or when the probe cannot read it)."""
+        try:
+            magic, host_seq, stub_seq, status = self.read_words(self.queue, 4)
+            if magic != const("F4LOAD_QUEUE_MAGIC") or host_seq != self.published:
+                return None
+            if not self.done <= stub_seq <= self.published or status not in STATUS_NAMES:
+                return None
+            if status == const("F4LOAD_STATUS_WORKING") and stub_seq < len(self.commands):
+                _op, address, _size, _buffer, seq = self.read_words(self._slot_address(stub_seq + 1), 5)
+                if seq != stub_seq + 1 or address != self.commands[stub_seq].address:
+                    return None
+        except StreamError:
+            return None
+        return stub_seq, status
+
+    def _locate(self, error: StreamError) -> None:
+        """Fill in `error.in_progress`, `located_by` and `flash_after` (StreamError) after a reset or a lost
+        link, and name the operation in the message. After a reset the stub's own record in RAM says which
+        command was running (status WORKING: command stub_seq + 1; WAITING: none); without it (a lost link, or
+        a record an application overwrote) only the host's last poll is known: the command after the last one
+        seen complete, possibly later ones up to the last published. After a lost link a board that kept power
+        goes on: the stub completes what was published, then waits with FLASH_CR unlocked until a reset."""
+        if isinstance(error, TargetResetError) and not error.reset_flags:
+            try:  # seen in DHCSR first: the flags are the evidence of the cause (read once, here)
+                error.reset_flags = self._reset_flags()
+            except StreamError:
+                pass
+        record = self._stub_record() if isinstance(error, TargetResetError) else None
+        working = const("F4LOAD_STATUS_WORKING")
+        if record is not None:
+            done, status = record
+            cut = done + 1 if status == working and done < len(self.commands) else None
+            error.located_by = "the stub's own record"
+            error.in_progress = self.commands[cut - 1].operation if cut else None
+            error.flash_after = self.flash_text(done, cut)
+        elif isinstance(error, LinkLostError):
+            error.located_by = "the host's last poll"
+            error.in_progress = self.current
+            queued = [c.operation for c in self.commands[self.done:self.published] if c.operation is not None]
+            after = self.flash_text(self.published, None)
+            goes_on = f"the stub goes on up to {queued[-1]} and then" if queued else "the stub"
+            error.flash_after = (f"if the board kept power, {goes_on} waits with FLASH_CR unlocked until a reset: "
+                                 f"{after}" if after else "")
+        else:
+            cut = self.done + 1 if self.done < len(self.commands) else None
+            error.located_by = "the host's last poll"
+            error.in_progress = self.current
+            error.flash_after = self.flash_text(self.done, cut)
+            later = [c.operation for c in self.commands[self.done + 1:self.published] if c.operation is not None]
+            if later:
+                error.flash_after += f" (or later: the stub may have got as far as {later[-1]})"
+        error.request = error.in_progress
+        where = f" (during: {error.in_progress}, by {error.located_by})" if error.in_progress is not None else \
+            (" (between two commands, by the stub's own record)" if record is not None else "")
+        error.args = (error.base_message + where,) + tuple(error.args[1:])
+
     def _lock_after_failure(self, error: StreamCommandError) -> None:
         """The stub reported a failure and returned: lock FLASH_CR again (UnInit) before reporting it. Best
         effort: the failure being reported matters more than a second problem found on the way; if the stub
@@ -573,6 +652,8 @@ class _Stream(StubCall):
             self._lock_after_failure(error)
             raise
         except BaseException as error:  # no progress, a lost link, the host's own exception, Ctrl-C
+            if isinstance(error, (TargetResetError, LinkLostError)):
+                self._locate(error)
             self._give_up(error)
             raise
         self.current = None

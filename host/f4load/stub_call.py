@@ -67,6 +67,13 @@ class StreamError(Exception):
 
     def __init__(self, message: str, request: Optional[Operation] = None) -> None:
         self.request = request
+        # Set by the stream after a reset or a lost link (f4load.stream, `_locate`): the operation really in
+        # progress, how that is known ("the stub's own record", "the host's last poll"), and what the flash
+        # holds now (f4load.flash_state).
+        self.in_progress: Optional[Operation] = None
+        self.located_by = ""
+        self.flash_after = ""
+        self.base_message = message
         super().__init__(message + (f" (during: {request})" if request is not None else ""))
 
 
