@@ -27,6 +27,7 @@ def sim_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     directory = tmp_path / "sim-state"
     monkeypatch.setenv("F4LOAD_SIM_STATE", str(directory))
     monkeypatch.setenv("F4LOAD_BACKUP_DIR", str(tmp_path / "backups"))  # never the user's real cache
+    monkeypatch.setenv("F4LOAD_JOURNAL_DIR", str(tmp_path / "journal"))  # nor the user's run journal
     return directory
 
 

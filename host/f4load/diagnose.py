@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from pyocd.core import exceptions as pyocd_errors
 
-from f4load import protocol, stream
+from f4load import protocol, reset_causes, stream
 from f4load.errors import LinkError, StubError
 from f4load.floor import PSIZE_NAMES, erase_range_seconds
 from f4load.identity import REV_NAMES, describe_jep106
@@ -49,13 +49,7 @@ from f4load.registers import (
     IWDG_RLR,
     LSI_HZ,
     RCC_CSR,
-    RCC_CSR_BORRSTF,
-    RCC_CSR_IWDGRSTF,
-    RCC_CSR_LPWRRSTF,
     RCC_CSR_PINRSTF,
-    RCC_CSR_PORRSTF,
-    RCC_CSR_SFTRSTF,
-    RCC_CSR_WWDGRSTF,
 )
 from f4load.session import RESET_FLAGS, Session, reset_flag_names
 
@@ -65,8 +59,11 @@ VERDICT_RANK = {OK: 0, WARNING: 1, PROBLEM: 2}
 PSIZE_MIN_VDD = {protocol.PSIZE_X8: 1.8, protocol.PSIZE_X16: 2.1, protocol.PSIZE_X32: 2.7}
 PSIZE_BY_NAME = {name: psize for psize, name in PSIZE_NAMES.items()}
 # How likely each check is the cause of "failed to erase" when it shows a problem (lower: more likely).
-LIKELIHOOD = ["read protection", "write protection", "trial erase", "flash interface", "watchdog", "supply",
-              "reset causes", "identity", "reset in Stop/Standby"]
+LIKELIHOOD = ["read protection", "write protection", "trial erase", "recent runs", "flash interface", "watchdog",
+              "supply", "reset causes", "identity", "reset in Stop/Standby"]
+# DS8626 LSI oscillator: 17 kHz minimum, 47 kHz maximum (32 kHz typical): an IWDG timeout is a range.
+LSI_MIN_HZ, LSI_MAX_HZ = 17_000, 47_000
+IWDG_PR_RESET, IWDG_RLR_RESET = 0, 0xFFF
 
 
 @dataclass
@@ -96,11 +93,12 @@ class TrialErase:
     code: Optional[int] = None
     reset_flags: Optional[int] = None  # the RCC_CSR reset flags when the chip reset during the erase
     message: str = ""
+    bsy_stuck_ms: Optional[int] = None  # BSY never cleared: how long the stub waited (its own clock)
 
     def as_json(self) -> Dict[str, Any]:
         return {"sector": self.sector, "size": self.size, "ok": self.ok, "seconds": self.seconds,
                 "typical_s": self.typical_s, "max_s": self.max_s, "flash_sr_bits": self.sr_names,
-                "code": self.code, "reset": self.reset_flags is not None,
+                "code": self.code, "reset": self.reset_flags is not None, "bsy_stuck_ms": self.bsy_stuck_ms,
                 "reset_causes": reset_flag_names(self.reset_flags or 0), "message": self.message}
 
 
@@ -183,6 +181,7 @@ def diagnose(session: Session, psize: Optional[str] = None, trial_sector: Option
         _low_power_resets(session),
         _flash_interface(session, regs, under_reset, image_hint),
         _reset_causes(regs["RCC_CSR"], under_reset),
+        _recent_runs(session, image_hint),
     ]
     if trial_sector is not None:
         result.trial = trial_erase(session, trial_sector)
@@ -286,18 +285,43 @@ def _write_protection(session: Session, image_hint: str) -> Check:
                  fix=f"f4load unprotect {ranges}   (then f4load {image_hint})")
 
 
+def iwdg_timeout_range(prescaler: int, reload: int) -> Tuple[float, float, float]:
+    """(shortest, nominal, longest) IWDG timeout in seconds for PR/RLR: 4 * 2^PR * (RLR + 1) LSI periods
+    (RM0090 19.3), the LSI anywhere from 47 kHz down to 17 kHz (DS8626), 32 kHz nominal."""
+    ticks = 4 * (1 << (prescaler & 7)) * ((reload & 0xFFF) + 1)
+    return ticks / LSI_MAX_HZ, ticks / LSI_HZ, ticks / LSI_MIN_HZ
+
+
 def _watchdog(session: Session, regs: Dict[str, int]) -> Check:
     info = session.info
     assert info is not None
-    timeout_s = 4 * (1 << (regs["IWDG_PR"] & 7)) * ((regs["IWDG_RLR"] & 0xFFF) + 1) / LSI_HZ
+    prescaler, reload = regs["IWDG_PR"] & 7, regs["IWDG_RLR"] & 0xFFF
+    shortest, nominal, longest_s = iwdg_timeout_range(prescaler, reload)
+    timing = (f"IWDG_PR {prescaler} (/{4 << prescaler}), IWDG_RLR {reload:#05x}: timeout {nominal * 1000:.0f} ms at "
+              f"32 kHz, {shortest * 1000:.0f}-{longest_s * 1000:.0f} ms over the LSI's 17-47 kHz (DS8626)")
     longest = max(erase_range_seconds(s, info.psize)[1] for s in info.part.sectors)
     if info.options.software_watchdog:
-        return Check("watchdog", OK, "WDG_SW=1: software watchdog (the IWDG runs only if the application starts it)")
+        configured = (prescaler, reload) != (IWDG_PR_RESET, IWDG_RLR_RESET)
+        if session.connect_mode != "under-reset" and configured:
+            return Check("watchdog", WARNING,
+                         f"the application started the IWDG: timeout {shortest * 1000:.0f}-{longest_s * 1000:.0f} ms "
+                         f"(LSI 17-47 kHz), against up to {longest:.1f} s for one sector erase",
+                         [timing, "IWDG_PR/RLR are not their reset values (/4, 0xFFF): the application wrote them, "
+                          "which it does when it starts the IWDG; once started it cannot be stopped, only reset "
+                          "(RM0090 19.3)",
+                          "f4load freezes it while the core is halted and the stub refreshes it; a tool that does "
+                          "neither is cut off by a reset in the middle of an erase (RCC_CSR IWDGRSTF)",
+                          "connecting under reset (f4load's default) stops it before the application can start it"],
+                         fix="f4load app.bin   (connects under reset: the application never starts the IWDG)")
+        return Check("watchdog", OK, "WDG_SW=1: software watchdog (the IWDG runs only if the application starts it)",
+                     [timing] if session.connect_mode != "under-reset" else [])
     return Check("watchdog", PROBLEM,
-                 f"WDG_SW=0: hardware watchdog, the IWDG runs from every reset; timeout {timeout_s * 1000:.0f} ms "
-                 f"against up to {longest:.1f} s for one sector erase",
-                 ["a flash algorithm that neither freezes it (DBGMCU_APB1_FZ.DBG_IWDG_STOP, only while the core "
-                  "is halted) nor refreshes it is cut off by a reset in the middle of an erase (RCC_CSR IWDGRSTF)",
+                 f"WDG_SW=0: hardware watchdog, the IWDG runs from every reset; timeout {nominal * 1000:.0f} ms "
+                 f"({shortest * 1000:.0f}-{longest_s * 1000:.0f} ms over the LSI's range) against up to "
+                 f"{longest:.1f} s for one sector erase",
+                 [timing, "a flash algorithm that neither freezes it (DBGMCU_APB1_FZ.DBG_IWDG_STOP, only while the "
+                  "core is halted) nor refreshes it is cut off by a reset in the middle of an erase (RCC_CSR "
+                  "IWDGRSTF)",
                   "f4load freezes and refreshes it; other tools may not"],
                  fix="f4load option-bytes --wdg sw   (the application can still start the IWDG itself)")
 
@@ -352,33 +376,55 @@ def _cr_key_refused(session: Session) -> bool:
     return locked
 
 
-RESET_MEANINGS = {
-    RCC_CSR_IWDGRSTF: "the independent watchdog reset the chip: during an erase that means the IWDG ran while the "
-                      "flash algorithm worked (hardware watchdog option, or started by the application)",
-    RCC_CSR_WWDGRSTF: "the window watchdog reset the chip (the application's)",
-    RCC_CSR_LPWRRSTF: "a low-power reset: the application entered Stop/Standby with nRST_STOP/nRST_STDBY=0",
-    RCC_CSR_SFTRSTF: "a software reset (the application, or a debugger's SYSRESETREQ)",
-}
-
-
 def _reset_causes(csr: int, under_reset: bool) -> Check:
+    """RCC_CSR's flags since they were last cleared, in RM0090's terms (f4load.reset_causes): connected under
+    reset, PINRSTF is f4load's own reset; PORRSTF (with BORRSTF, PINRSTF) is a power-up."""
     flags = csr & RESET_FLAGS
-    names = reset_flag_names(flags)
+    names = reset_causes.flag_names(flags)
     details = [f"RCC_CSR {csr:#010x}: {', '.join(names) or 'no'} reset flags since they were last cleared"]
-    if flags & RCC_CSR_PINRSTF:
-        details.append("NRST pin: " + ("f4load's own connect under reset" if under_reset else
-                                       "the reset line was pulled (a button, a supervisor, the board holding it)"))
-    if flags & RCC_CSR_PORRSTF:
-        details.append("power-on/power-down: the chip was powered up since the flags were last cleared (normal)")
-    warnings = [text for bit, text in RESET_MEANINGS.items() if flags & bit]
-    if flags & RCC_CSR_BORRSTF and not flags & RCC_CSR_PORRSTF:
-        warnings.append("a brown-out without a power-on: VDD dipped below the BOR threshold while running (a weak "
-                        "supply, or missing VCAP1/VCAP2 capacitors making the core supply sag)")
-    if flags & RCC_CSR_PINRSTF and not under_reset:
-        warnings.append("the NRST pin reset the chip: something on the board pulled the reset line")
-    if warnings:
-        return Check("reset causes", WARNING, "; ".join(warnings), details)
-    return Check("reset causes", OK, ", ".join(names) or "no reset flags", details)
+    significant = flags & ~RCC_CSR_PINRSTF if under_reset else flags
+    if under_reset and flags & RCC_CSR_PINRSTF:
+        details.append("PINRSTF: f4load's own connect under reset")
+    if not significant:
+        return Check("reset causes", OK, ", ".join(names) or "no reset flags", details)
+    cause = reset_causes.classify(significant, during_work=False)
+    details.append(f"{cause.name}: {cause.meaning}")
+    if cause.key == reset_causes.POWER:
+        return Check("reset causes", OK, "power-on: an ordinary power-up", details)
+    return Check("reset causes", WARNING, f"{cause.name}: {cause.meaning}", details)
+
+
+def _recent_runs(session: Session, image_hint: str) -> Check:
+    """What the run journal (f4load.journal) says about this chip: the failures since its last good run."""
+    log = session.run_journal()
+    entries = log.entries() if log is not None else []
+    failures = log.recent_failures() if log is not None else []
+    if not failures:
+        return Check("recent runs", OK, f"no failure since the last good run ({len(entries)} runs in the journal)"
+                     if entries else "no runs recorded for this chip yet")
+    details = [f"{e.time} {e.command}: {e.what_happened()}"
+               + (f" (RCC_CSR then: {', '.join(reset_causes.flag_names(e.reset_flags))})" if e.reset_flags else "")
+               + (f" at {e.psize}" if e.psize else "") for e in failures[-5:]]
+    kinds = {(e.outcome, e.reset_cause, e.kind, e.sector) for e in failures}
+    count = len(failures)
+    runs = "the last run was" if count == 1 else f"the last {count} runs were"
+    last = failures[-1]
+    if len(kinds) == 1:
+        summary = f"{runs} {last.what_happened()}"
+    else:
+        summary = f"{runs} failures, the latest {last.what_happened()}"
+    fix = None
+    if last.outcome == "reset" and last.reset_cause in reset_causes.SUPPLY_CAUSES:
+        details.append("a reset in the middle of an erase with the supply flags is the supply collapsing under the "
+                       "erase current: " + reset_causes.SUPPLY_STEP)
+        fix = (f"check the supply and the VCAP1/VCAP2 capacitors; meanwhile f4load {image_hint} --psize x8   "
+               "(an x8 erase draws less current than x32)")
+    elif last.outcome == "reset" and last.reset_flags is not None:
+        details.append(reset_causes.classify(last.reset_flags).next_step)
+    elif last.outcome == "flash error" and last.sr_bits:
+        details.append(f"FLASH_SR {', '.join(last.sr_bits)} (see the other lines for protection or sticky flags)")
+    details.append(f"journal: {log.path if log is not None else '-'}")
+    return Check("recent runs", PROBLEM, summary, details, fix=fix)
 
 
 # --- the trial erase -------------------------------------------------------------------------------------
@@ -393,13 +439,15 @@ def trial_erase(session: Session, index: int) -> TrialErase:
     start = session.virtual_now()
     wall = _wall()
     try:
-        report = session.run([stream.EraseSector(index)])
+        with session.journaled("trial erase"):
+            session.run([stream.EraseSector(index)])
         trial.ok = True
         trial.message = "erased"
-        del report
     except StubError as error:
         trial.sr_names, trial.code = error.sr_names, error.code
         trial.message = " ".join(str(error).split())
+        if error.kind == "BSY_TIMEOUT" and error.record is not None:
+            trial.bsy_stuck_ms = error.record.waited_ms
     except LinkError as error:
         cause = error.__cause__
         flags = getattr(cause, "reset_flags", None)
@@ -407,6 +455,8 @@ def trial_erase(session: Session, index: int) -> TrialErase:
         trial.message = " ".join(str(error).split())
     end = session.virtual_now()
     trial.seconds = end - start if end is not None and start is not None else _wall() - wall
+    if trial.bsy_stuck_ms is not None:
+        trial.seconds = trial.bsy_stuck_ms / 1000  # the stub's own time: loading the stub is not the erase's
     return trial
 
 
@@ -427,23 +477,28 @@ def _trial_check(session: Session, trial: TrialErase, image_hint: str) -> Check:
                          f"maximum ({took}): worn or non-ST flash", details)
         return Check("trial erase", OK, f"sector {trial.sector} erased in {took}", details)
     if trial.reset_flags is not None:
-        names = reset_flag_names(trial.reset_flags)
         details.append(trial.message)
-        if trial.reset_flags & RCC_CSR_IWDGRSTF:
+        cause = reset_causes.classify(trial.reset_flags, during_work=True)
+        details.append(cause.describe())
+        if cause.key == reset_causes.IWDG:
             return Check("trial erase", PROBLEM, f"the chip reset during the erase of sector {trial.sector}: "
                          "independent watchdog", details, fix="f4load option-bytes --wdg sw")
-        if trial.reset_flags & RCC_CSR_BORRSTF:
-            details.append("the erase current peak pulled VDD below the brown-out/power-down threshold: check the "
-                           "supply's current capability and its decoupling, and the VCAP1/VCAP2 capacitors "
-                           "(2.2 uF each, DS8626)")
+        if cause.supply:
+            details.append(reset_causes.SUPPLY_STEP)
             return Check("trial erase", PROBLEM, f"the chip reset during the erase of sector {trial.sector} "
-                         f"after {took}: brown-out ({', '.join(names)})", details,
+                         f"after {took}: {cause.name}", details,
                          fix=f"fix the supply, then f4load diagnose --trial-erase {trial.sector} --yes")
-        what = ", ".join(names) or "cause unknown (no RCC_CSR flag)"
-        hint = " (a reset line held or pulsed by the board)" if trial.reset_flags & RCC_CSR_PINRSTF else ""
-        return Check("trial erase", PROBLEM, f"the chip reset during the erase of sector {trial.sector}: {what}{hint}",
-                     details)
+        return Check("trial erase", PROBLEM, f"the chip reset during the erase of sector {trial.sector}: "
+                     f"{cause.name}", details, fix=cause.next_step or None)
     details.append(trial.message)
+    if trial.bsy_stuck_ms is not None:
+        details.append("FLASH_SR.BSY never cleared: the flash interface started the erase and never finished it; "
+                       "the stub gave up after its own timeout (twice the DS8626 maximum). Only a reset clears BSY. "
+                       "On an ST part this is damaged flash or a supply problem; on a clone, a different controller")
+        return Check("trial erase", PROBLEM, f"the erase of sector {trial.sector} never completed: FLASH_SR.BSY stayed "
+                     f"set for {trial.bsy_stuck_ms} ms (the stub's own time) against {trial.max_s:g} s maximum",
+                     details, fix="power-cycle the board, then f4load diagnose --trial-erase "
+                                  f"{trial.sector} --yes again; if BSY sticks again the chip's flash is damaged")
     bits = ", ".join(trial.sr_names) or "no FLASH_SR bit"
     fix = None
     if "WRPERR" in trial.sr_names and info.options.rdp_level == 1:

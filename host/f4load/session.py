@@ -82,7 +82,7 @@ import bincopy
 import platformdirs
 from pyocd.core import exceptions as pyocd_errors
 
-from f4load import interrupt, option_bytes, protocol, reset_causes, stream
+from f4load import interrupt, journal, option_bytes, protocol, reset_causes, stream
 from f4load.crc import stm32_crc32
 from f4load.errors import (  # noqa: F401 - re-exported: the session's errors, where callers expect them
     ConnectError,
@@ -443,6 +443,33 @@ class Session:
         values = stream.crc_map(report)
         return {s.index: values[(s.start, s.size)] for s in sectors}
 
+    # --- the run journal ----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def journaled(self, command: str) -> Iterator[None]:
+        """Record the run of `command` in this chip's journal (f4load.journal), whatever its outcome."""
+        try:
+            yield
+        except BaseException as error:
+            self._record(command, error)
+            raise
+        self._record(command, None)
+
+    def run_journal(self) -> Optional[journal.Journal]:
+        """This chip's run journal (None before the chip is identified)."""
+        return journal.Journal(self.info.unique_id) if self.info is not None else None
+
+    def _record(self, command: str, error: Optional[BaseException]) -> None:
+        log = self.run_journal()
+        if log is None:
+            return
+        assert self.info is not None
+        try:
+            entry = journal.entry_for(command, error, self.info.psize_name, self.info.vdd)
+        except Exception as problem:  # noqa: BLE001 - the journal must never hide the run's own outcome
+            LOG.warning("could not make the run journal entry: %s", problem)
+            return
+        log.record(entry)
+
     # --- checks made before anything is erased ---------------------------------------------------------
     def check_not_read_protected(self) -> None:
         assert self.info is not None
@@ -500,7 +527,8 @@ class Session:
         be erased are written to a backup file first (module docstring); an error raised after that carries
         its path (`backup_of`)."""
         try:
-            return self._program(image, keep, verify, progress, before_work)
+            with self.journaled("program"):
+                return self._program(image, keep, verify, progress, before_work)
         except BaseException as error:
             if self._backup is not None:
                 setattr(error, BACKUP_ATTRIBUTE, self._backup)
@@ -579,6 +607,11 @@ class Session:
         unless `force`: an erase costs 0.25-2 s and wears the flash, a CRC about a millisecond. The CRCs and
         the erases run with the stub loaded once. `before_work(sectors)` is called with the sectors about to
         be erased, before the first erase."""
+        with self.journaled("erase"):
+            return self._erase(sectors, force, progress, before_work)
+
+    def _erase(self, sectors: Sequence[int], force: bool, progress: Optional[Progress],
+               before_work: Optional[Callable[[List[Sector]], None]]) -> Outcome:
         chosen = self._sectors(sectors)
         self.check_not_read_protected()
         outcome, started = Outcome(), self._start_clock()
@@ -602,6 +635,10 @@ class Session:
     def verify(self, image: Image) -> Outcome:
         """Compare the flash with `image` by CRC (one per sector the image touches, over the image's
         word-aligned ranges; bytes of an edge word outside the image are taken from the target)."""
+        with self.journaled("verify"):
+            return self._verify(image)
+
+    def _verify(self, image: Image) -> Outcome:
         assert self.info is not None
         part = self.info.part
         image.check_fits(part)
