@@ -126,6 +126,8 @@ def test_brownout_reset_during_a_128k_trial_erase(chip: Path) -> None:
     assert result["verdict"] == "problem" and result["causes"][0] == "trial erase"
     assert trial["reset"] and not trial["ok"] and "brown-out" in trial["reset_causes"]
     assert "brown-out" in check(result, "trial erase")["summary"]
+    assert "intermittent supply dip" in check(result, "trial erase")["summary"]  # x8, then x32 again, both erased
+    assert trial["retry"]["ok"] and trial["confirm"]["ok"]
     assert result["fix"].startswith("fix the supply, then f4load diagnose --trial-erase 5")
     assert trial["seconds"] < trial["typical_s"]  # cut off in the middle
 

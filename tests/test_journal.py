@@ -69,7 +69,7 @@ def test_diagnose_names_the_brown_out_during_that_erase_as_the_most_likely_cause
     result = diagnosis()
     runs = check(result, "recent runs")
     assert result["verdict"] == "problem" and result["causes"][0] == "recent runs"
-    assert runs["summary"] == "the last run was cut by a brown-out (power-down reset) during the erase of sector 2"
+    assert runs["summary"] == "the last run was cut by a brown-out during the erase of sector 2"
     assert any("RCC_CSR then: BORRSTF, PORRSTF, PINRSTF" in d for d in runs["details"])
     assert "VCAP1/VCAP2" in result["fix"] and "--psize x8" in result["fix"]
 
@@ -81,7 +81,7 @@ def test_three_cut_runs_are_counted_and_a_good_run_clears_the_record(chip: Path,
     for _ in range(3):
         assert f4load(app).exit_code == EXIT_LINK
     assert check(diagnosis(), "recent runs")["summary"] == \
-        "the last 3 runs were cut by a brown-out (power-down reset) during the erase of sector 0"
+        "the last 3 runs were cut by a brown-out during the erase of sector 0"
     faults.clear(str(chip))
     assert f4load(app, "-q").exit_code == 0
     assert check(diagnosis(), "recent runs")["verdict"] == "ok"

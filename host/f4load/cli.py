@@ -69,6 +69,11 @@ CONNECT_HELP = (
     "running (read and info only need this).")
 
 
+PSIZE_HELP = ("Program/erase parallelism instead of the widest the supply allows (RM0090 Table 13). x8 draws the "
+              "least current (DS8626): a board whose supply sags or resets under an x32 erase may get through at "
+              "x8, slower. A width the measured VDD does not allow is refused before anything is erased.")
+
+
 def exit_code_for(error: BaseException) -> int:
     """The exit status of a failure (EXIT_CODES_HELP)."""
     if isinstance(error, (SessionError,)):
@@ -227,6 +232,7 @@ class _Context:
         self.probe, self.connect, self.reset_run, self.vdd, self.sim_link = probe, connect, reset_run, vdd, sim_link
         self.as_json, self.quiet, self.verbose = as_json, quiet, verbose
         self.keep_backup = False
+        self.psize: Optional[str] = None  # --psize of program/erase (Session psize=)
         _configure_logging(quiet or as_json, verbose)
 
     @property
@@ -236,7 +242,7 @@ class _Context:
 
     def session(self) -> Session:
         return Session(probe=self.probe, connect=self.connect, reset_run=self.reset_run, vdd=self.vdd,
-                       sim_link=self.sim_link, keep_backup=self.keep_backup)
+                       sim_link=self.sim_link, keep_backup=self.keep_backup, psize=self.psize)
 
     def run(self, report: Report, work: Callable[[Session], None],
             before: Optional[Callable[[], None]] = None) -> None:
@@ -375,9 +381,10 @@ def _load(report: Report, file: str, file_format: Optional[str], address: Option
 @click.option("--keep-backup", "keep_backup", is_flag=True,
               help="Keep the backup file of the bytes kept around the image (written before the first erase, "
                    "normally removed after a successful verify).")
+@click.option("--psize", "psize", type=click.Choice(["x8", "x16", "x32"]), default=None, help=PSIZE_HELP)
 @target_options
 def program(file: str, address: Optional[int], file_format: Optional[str], no_keep: bool, no_verify: bool,
-            keep_backup: bool, **options: Any) -> None:
+            keep_backup: bool, psize: Optional[str], **options: Any) -> None:
     """Program FILE (.bin, .hex, .srec, .elf) into flash.
 
     Only sectors whose contents change are erased and rewritten; sectors that already hold their new
@@ -387,6 +394,7 @@ def program(file: str, address: Optional[int], file_format: Optional[str], no_ke
     """
     ctx = _Context(**options)
     ctx.keep_backup = keep_backup
+    ctx.psize = psize
     report = Report("program", file=file)
 
     def work(session: Session) -> None:
@@ -411,8 +419,9 @@ def program(file: str, address: Optional[int], file_format: Optional[str], no_ke
 @click.argument("sectors", required=False)
 @click.option("--chip", "chip", is_flag=True, help="Erase every sector of the part (sector by sector).")
 @click.option("--force", "force", is_flag=True, help="Erase sectors that are already blank too.")
+@click.option("--psize", "psize", type=click.Choice(["x8", "x16", "x32"]), default=None, help=PSIZE_HELP)
 @target_options
-def erase(sectors: Optional[str], chip: bool, force: bool, **options: Any) -> None:
+def erase(sectors: Optional[str], chip: bool, force: bool, psize: Optional[str], **options: Any) -> None:
     """Erase SECTORS (e.g. 0-3,5) or, with --chip, the whole flash.
 
     Sectors already blank are skipped (one CRC tells) unless --force. --chip erases sector by sector rather
@@ -420,6 +429,7 @@ def erase(sectors: Optional[str], chip: bool, force: bool, **options: Any) -> No
     shows progress.
     """
     ctx = _Context(**options)
+    ctx.psize = psize
     if chip == bool(sectors):
         raise click.UsageError("give either SECTORS (e.g. 0-3,5) or --chip")
     indexes: List[int] = []

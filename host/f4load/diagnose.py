@@ -51,13 +51,11 @@ from f4load.registers import (
     RCC_CSR,
     RCC_CSR_PINRSTF,
 )
-from f4load.session import RESET_FLAGS, Session, reset_flag_names
+from f4load.session import PSIZE_BY_NAME, PSIZE_MIN_VDD, RESET_FLAGS, Session, reset_flag_names
 
 OK, WARNING, PROBLEM = "ok", "warning", "problem"
 VERDICT_RANK = {OK: 0, WARNING: 1, PROBLEM: 2}
 # Voltage each parallelism needs (RM0090 Table 13).
-PSIZE_MIN_VDD = {protocol.PSIZE_X8: 1.8, protocol.PSIZE_X16: 2.1, protocol.PSIZE_X32: 2.7}
-PSIZE_BY_NAME = {name: psize for psize, name in PSIZE_NAMES.items()}
 # How likely each check is the cause of "failed to erase" when it shows a problem (lower: more likely).
 LIKELIHOOD = ["read protection", "write protection", "trial erase", "recent runs", "flash interface", "watchdog",
               "supply", "reset causes", "identity", "reset in Stop/Standby"]
@@ -94,12 +92,30 @@ class TrialErase:
     reset_flags: Optional[int] = None  # the RCC_CSR reset flags when the chip reset during the erase
     message: str = ""
     bsy_stuck_ms: Optional[int] = None  # BSY never cleared: how long the stub waited (its own clock)
+    psize: int = protocol.PSIZE_X32
+    retry: Optional[TrialErase] = None  # the same erase once more at x8, after a failure that the supply explains
+    confirm: Optional[TrialErase] = None  # and, when x8 passed, once more at the first width: a one-off dip or not
+
+    @property
+    def psize_name(self) -> str:
+        return PSIZE_NAMES[self.psize]
+
+    @property
+    def supply_suspect(self) -> bool:
+        """A failure a supply sagging under the erase current explains: a reset that is neither a watchdog nor
+        software, or OPERR."""
+        if self.reset_flags is not None:
+            return reset_causes.classify(self.reset_flags).key in reset_causes.SUPPLY_CAUSES + (
+                reset_causes.PIN, reset_causes.UNKNOWN)
+        return "OPERR" in self.sr_names
 
     def as_json(self) -> Dict[str, Any]:
-        return {"sector": self.sector, "size": self.size, "ok": self.ok, "seconds": self.seconds,
-                "typical_s": self.typical_s, "max_s": self.max_s, "flash_sr_bits": self.sr_names,
-                "code": self.code, "reset": self.reset_flags is not None, "bsy_stuck_ms": self.bsy_stuck_ms,
-                "reset_causes": reset_flag_names(self.reset_flags or 0), "message": self.message}
+        return {"sector": self.sector, "size": self.size, "psize": self.psize_name, "ok": self.ok,
+                "seconds": self.seconds, "typical_s": self.typical_s, "max_s": self.max_s,
+                "flash_sr_bits": self.sr_names, "code": self.code, "reset": self.reset_flags is not None,
+                "bsy_stuck_ms": self.bsy_stuck_ms, "reset_causes": reset_flag_names(self.reset_flags or 0),
+                "message": self.message, "retry": self.retry.as_json() if self.retry else None,
+                "confirm": self.confirm.as_json() if self.confirm else None}
 
 
 @dataclass
@@ -430,17 +446,31 @@ def _recent_runs(session: Session, image_hint: str) -> Check:
 # --- the trial erase -------------------------------------------------------------------------------------
 
 def trial_erase(session: Session, index: int) -> TrialErase:
-    """Erase sector `index` through the stub (even if blank) and report what happened (destroys its data)."""
+    """Erase sector `index` through the stub (even if blank) at the session's parallelism - the widest the
+    supply allows unless one was asked for - and report what happened (destroys its data). When that fails in
+    a way the supply explains (a reset, OPERR), erase it once more at x8: an x8 erase draws the least current
+    (DS8626). When x8 passes, once more at the first width: failing again there, the board cannot deliver the
+    wider erase's current; passing, the first failure was a one-off dip."""
     info = session.info
     assert info is not None
+    trial = _erase_once(session, index, info.psize)
+    if not trial.ok and trial.supply_suspect and info.psize != protocol.PSIZE_X8:
+        trial.retry = _erase_once(session, index, protocol.PSIZE_X8)
+        if trial.retry.ok:
+            trial.confirm = _erase_once(session, index, info.psize)
+    return trial
+
+
+def _erase_once(session: Session, index: int, psize: int) -> TrialErase:
     sector = session._sectors([index])[0]
-    typical, maximum = erase_range_seconds(sector, info.psize)
-    trial = TrialErase(sector=index, size=sector.size, ok=False, seconds=None, typical_s=typical, max_s=maximum)
+    typical, maximum = erase_range_seconds(sector, psize)
+    trial = TrialErase(sector=index, size=sector.size, ok=False, seconds=None, typical_s=typical, max_s=maximum,
+                       psize=psize)
     start = session.virtual_now()
     wall = _wall()
     try:
         with session.journaled("trial erase"):
-            session.run([stream.EraseSector(index)])
+            session.run([stream.EraseSector(index)], psize=psize)
         trial.ok = True
         trial.message = "erased"
     except StubError as error:
@@ -452,7 +482,7 @@ def trial_erase(session: Session, index: int) -> TrialErase:
         cause = error.__cause__
         flags = getattr(cause, "reset_flags", None)
         trial.reset_flags = int(flags) if flags is not None else 0
-        trial.message = " ".join(str(error).split())
+        trial.message = str(error).splitlines()[0]
     end = session.virtual_now()
     trial.seconds = end - start if end is not None and start is not None else _wall() - wall
     if trial.bsy_stuck_ms is not None:
@@ -464,12 +494,57 @@ def _wall() -> float:
     return time.monotonic()
 
 
+def _attempt_text(trial: TrialErase) -> str:
+    """"erased in 0.251 s", "reset the chip (brown-out)", "failed with OPERR"."""
+    if trial.ok:
+        return f"erased in {trial.seconds:.3f} s" if trial.seconds is not None else "erased"
+    if trial.reset_flags is not None:
+        return f"reset the chip ({reset_causes.classify(trial.reset_flags).name})"
+    return f"failed with {', '.join(trial.sr_names) or 'no FLASH_SR bit'}"
+
+
+def _supply_verdict(trial: TrialErase, details: List[str], image_hint: str) -> Check:
+    """The first erase failed as a weak supply makes it fail, and was tried again at x8."""
+    retry = trial.retry
+    assert retry is not None
+    wide = trial.psize_name
+    details += [f"at {wide}: {_attempt_text(trial)}; once more at x8: {_attempt_text(retry)} "
+                f"(DS8626 Table 40 at x8: {retry.typical_s:g} s typical, {retry.max_s:g} s maximum)"]
+    if trial.reset_flags is not None:
+        details.append(reset_causes.classify(trial.reset_flags).describe())
+    confirm = trial.confirm
+    if retry.ok and confirm is not None and confirm.ok:
+        details.append(f"once more at {wide}: {_attempt_text(confirm)}: the first failure did not come back")
+        return Check("trial erase", PROBLEM, f"the chip reset once during the erase of sector {trial.sector} at "
+                     f"{wide} ({_attempt_text(trial)}), then erased at x8 and again at {wide}: an intermittent "
+                     "supply dip", details,
+                     fix=f"fix the supply, then f4load diagnose --trial-erase {trial.sector} --yes   (check the "
+                         "supply's current capability and the VCAP1/VCAP2 capacitors, 2.2 uF each)")
+    if retry.ok:
+        if confirm is not None:
+            details.append(f"once more at {wide}: {_attempt_text(confirm)} again")
+        details.append(f"the program/erase current grows with the parallelism (DS8626: about 12 mA at x32, 8 mA at "
+                       f"x16, 5 mA at x8): a supply whose voltage sags under the {wide} current resets the chip or "
+                       "fails the operation (OPERR), and gets through at x8")
+        return Check("trial erase", PROBLEM, f"the supply cannot deliver the {wide} erase current: the erase of "
+                     f"sector {trial.sector} {_attempt_text(trial)} at {wide} and passed at x8", details,
+                     fix=f"fix the supply (its current capability, its wiring) and the VCAP1/VCAP2 capacitors (2.2 "
+                         f"uF each, DS8626); meanwhile f4load {image_hint} --psize x8   (slower, less current)")
+    details += [trial.message, retry.message]
+    return Check("trial erase", PROBLEM, f"the erase of sector {trial.sector} fails at {wide} and at x8: "
+                 f"{_attempt_text(retry)}", details,
+                 fix="check the supply and the VCAP1/VCAP2 capacitors (2.2 uF each, DS8626); then f4load diagnose "
+                     f"--trial-erase {trial.sector} --yes again")
+
+
 def _trial_check(session: Session, trial: TrialErase, image_hint: str) -> Check:
     info = session.info
     assert info is not None
     took = f"{trial.seconds:.3f} s" if trial.seconds is not None else "unknown time"
-    details = [f"sector {trial.sector} ({trial.size // KB} KB) at {info.psize_name}: DS8626 Table 40 gives "
+    details = [f"sector {trial.sector} ({trial.size // KB} KB) at {trial.psize_name}: DS8626 Table 40 gives "
                f"{trial.typical_s:g} s typical, {trial.max_s:g} s maximum; this one took {took}"]
+    if trial.retry is not None:
+        return _supply_verdict(trial, details, image_hint)
     if trial.ok:
         slow = trial.seconds is not None and trial.seconds > trial.max_s * 1.05
         if slow:

@@ -56,6 +56,7 @@ class TargetInfo:
     probe: str
     warnings: Tuple[str, ...] = ()
     cpuid: Optional[int] = None
+    psize_asked: bool = False  # `psize` was asked for (Session psize=, --psize), not chosen from VDD
 
     @property
     def dev_id(self) -> int:

@@ -93,8 +93,8 @@ def classify(flags: int, during_work: bool = True) -> ResetCause:
                           f"{SUPPLY_STEP}; then run the same command again", flags)
     if flags & RCC_CSR_PORRSTF:
         if during_work:
-            return ResetCause(POWER, "brown-out (power-down reset)", "VDD fell below the power-down threshold "
-                              "(PORRSTF, about 1.7 V) in the middle of the work: the supply collapsed (with BOR "
+            return ResetCause(POWER, "brown-out", "a power-down reset in the middle of the work: VDD fell below "
+                              "the power-down threshold (PORRSTF, about 1.7 V), the supply collapsed (with BOR "
                               "off, the factory setting, a brown-out shows this way)",
                               f"{SUPPLY_STEP}; then run the same command again", flags)
         return ResetCause(POWER, "power-on", "an ordinary power-up (PORRSTF with BORRSTF/PINRSTF)", "", flags)

@@ -129,6 +129,9 @@ SIM_LINK_OPTION = "f4sim.link"
 BACKUP_DIR_ENV = "F4LOAD_BACKUP_DIR"
 CONNECT_MODES = ("under-reset", "halt", "attach")
 ASSUMED_VDD = 3.3
+# Parallelism by name, and the lowest VDD each works at (RM0090 Table 13).
+PSIZE_BY_NAME = {name: psize for psize, name in PSIZE_NAMES.items()}
+PSIZE_MIN_VDD = {protocol.PSIZE_X8: 1.8, protocol.PSIZE_X16: 2.1, protocol.PSIZE_X32: 2.7}
 
 # Largest single memory read asked of pyocd at once (it splits further for the probe).
 READ_BLOCK = 64 * KB
@@ -180,9 +183,14 @@ class Session:
     def __init__(self, probe: str = SIM_PROBE, connect: str = "under-reset", reset_run: Optional[bool] = None,
                  vdd: Optional[float] = None, sim_link: Optional[str] = None,
                  frequency: Optional[int] = None, backup_dir: Optional[Path] = None,
-                 keep_backup: bool = False) -> None:
+                 keep_backup: bool = False, psize: Optional[str] = None) -> None:
         if connect not in CONNECT_MODES:
             raise UsageError(f"connect mode {connect!r}: choose one of {', '.join(CONNECT_MODES)}")
+        if psize is not None and psize not in PSIZE_BY_NAME:
+            raise UsageError(f"parallelism {psize!r}: choose one of {', '.join(PSIZE_BY_NAME)}")
+        # The program/erase parallelism asked for (x8/x16/x32) instead of the widest the supply allows: a board
+        # whose supply cannot deliver the x32 erase current may get through at x8 (DS8626: less current).
+        self.asked_psize = psize
         self.probe_name = probe
         self.connect_mode = connect
         self.reset_run = reset_run
@@ -286,9 +294,18 @@ class Session:
         except ValueError as error:
             raise ConnectError(f"{error} ({'measured by the probe' if source == 'probe' else 'given'}); "
                                "check the supply, or pass --vdd if the probe misreads it") from None
+        if self.asked_psize is not None:
+            asked = PSIZE_BY_NAME[self.asked_psize]
+            if asked > psize:
+                raise UsageError(
+                    f"--psize {self.asked_psize} needs VDD of {PSIZE_MIN_VDD[asked]:.1f} V or more (RM0090 Table 13); "
+                    f"VDD is {vdd:.2f} V ({'measured by the probe' if source == 'probe' else source}): the widest it "
+                    f"allows is {PSIZE_NAMES[psize]}; nothing was erased")
+            psize = asked
         return TargetInfo(part=raw.part, idcode=raw.idcode, unique_id=raw.unique_id, options=raw.options, vdd=vdd,
-                          vdd_source=source, psize=psize, rom_designer=raw.rom_designer,
-                          probe=self._probe_description(), warnings=tuple(warnings), cpuid=raw.cpuid)
+                          vdd_source=source, psize=psize, psize_asked=self.asked_psize is not None,
+                          rom_designer=raw.rom_designer, probe=self._probe_description(), warnings=tuple(warnings),
+                          cpuid=raw.cpuid)
 
     def _supply_voltage(self) -> Tuple[float, str]:
         if self.given_vdd is not None:
@@ -352,7 +369,7 @@ class Session:
 
     # --- running the stub ------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def stub(self) -> Iterator[stream.StubRunner]:
+    def stub(self, psize: Optional[int] = None) -> Iterator[stream.StubRunner]:
         """The stub loaded and initialised once for the `with` block (a `stream.StubRunner`): call
         `runner.run(operations, progress=...)` once per batch. Halts a running core first (IWDG frozen). On
         leaving, UnInit locks FLASH_CR (checked on a clean exit). Stream errors become SessionErrors of the
@@ -365,17 +382,19 @@ class Session:
         interrupt.check("before the flash stub was loaded: nothing was erased or programmed")
         self._halt_for_work()
         with self._stream_errors():
-            with stream.StubRunner(self.target, self.stub_image, psize=self.info.psize) as runner:
+            with stream.StubRunner(self.target, self.stub_image,
+                                   psize=self.info.psize if psize is None else psize) as runner:
                 self._runner = runner
                 try:
                     yield runner
                 finally:
                     self._runner = None
 
-    def run(self, operations: Sequence[stream.Operation], progress: Optional[Progress] = None
-            ) -> stream.StreamReport:
-        """Run `operations` in one stub session of their own (load, Init, one stream, UnInit)."""
-        with self.stub() as runner:
+    def run(self, operations: Sequence[stream.Operation], progress: Optional[Progress] = None,
+            psize: Optional[int] = None) -> stream.StreamReport:
+        """Run `operations` in one stub session of their own (load, Init, one stream, UnInit), at the session's
+        parallelism unless `psize` is given."""
+        with self.stub(psize) as runner:
             return runner.run(operations, progress=progress)
 
     @contextlib.contextmanager
@@ -384,10 +403,17 @@ class Session:
         try:
             yield
         except stream.TargetResetError as error:
-            raise LinkError(reset_report(error)) from error
+            raise LinkError(reset_report(error, self._narrower_psize())) from error
         except stream.LinkLostError as error:
             raise LinkError(link_lost_report(error)) from error
-        except stream.StreamCommandError:
+        except stream.StreamCommandError as error:
+            narrower = self._narrower_psize()
+            if "OPERR" in error.sr_names and narrower:
+                # RM0090 3.7.4 ties OPERR to no other flag: on a board whose supply sags under the erase
+                # current it is the operation failing at this parallelism.
+                error.args = (f"{error.args[0]}\n  hint: OPERR at {self.info.psize_name if self.info else '?'}: a "
+                              f"supply that sags under the program/erase current fails this way; a lower "
+                              f"parallelism draws less and may get through: add {narrower}",) + error.args[1:]
             raise
         except stream.StreamError as error:
             raise SessionError(f"the flash stub stopped answering: {error}") from error
@@ -396,6 +422,12 @@ class Session:
             # under the host in the middle of the work.
             raise LinkError(f"the target stopped responding as expected during the work: {_one_line(error)} "
                             "(did it reset?)") from error
+
+    def _narrower_psize(self) -> str:
+        """"--psize x8" when the work ran wider than x8 (the hint after a supply failure), else ""."""
+        if self.info is None or self.info.psize == protocol.PSIZE_X8:
+            return ""
+        return "--psize x8"
 
     def _halt_for_work(self) -> None:
         """Halt a running core (--connect attach) for the stub. The IWDG is frozen first: an application
@@ -820,7 +852,7 @@ def peripheral_hazards(state: RunningPeripherals) -> List[str]:
     return hazards
 
 
-def reset_report(error: stream.TargetResetError) -> str:
+def reset_report(error: stream.TargetResetError, narrower: str = "") -> str:
     """The message of a reset (or a lockup) in the middle of the work: what was running (by the stub's own
     record where it survived), why the chip reset (RCC_CSR once, in RM0090's terms), what the flash holds now,
     and what to do next."""
@@ -835,6 +867,11 @@ def reset_report(error: stream.TargetResetError) -> str:
         lines = [f"the chip reset {doing}{by}: {cause.name}",
                  f"  reset cause: {cause.describe()}"]
         step = cause.next_step
+        if cause.supply:
+            lower = (f"a lower parallelism draws less current and may get through: run the same command with "
+                     f"{narrower} (slower)" if narrower else "this already ran at x8, the lowest parallelism")
+            step = (f"the supply cannot deliver the erase/program current: check it and the VCAP1/VCAP2 "
+                    f"capacitors (2.2 uF each, DS8626); {lower}")
     if error.flash_after:
         lines.append(f"  the flash now: {error.flash_after}")
     lines.append(f"  next: {step}")

@@ -125,7 +125,7 @@ class Chip(ChipCore, ChipBus, ChipFlashWait, ChipExceptions):
         self.on_flash_operation: Optional[Callable[[str, str], None]] = None  # for tools: (kind, phase)
         self.rcc = Rcc()
         self.iwdg = Iwdg(faults.lsi_hz)
-        self.crc = CrcUnit(lambda: self.rcc.crc_enabled)
+        self.crc = CrcUnit(lambda: self.rcc.crc_enabled, broken=faults.crc_broken)
         self.uc = self._build_unicorn()
         self.scs = SystemControlSpace(self)
         self._periph_read: Dict[int, Callable[[int, int], int]] = {

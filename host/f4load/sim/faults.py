@@ -61,6 +61,9 @@ LSI_MAX_HZ = 47_000
 
 FLASH_SIZES_KB = (512, 1024)
 
+# weak-supply: a source resistance up to 1 kohm (beyond that nothing would run at all).
+SUPPLY_RESISTANCE_MAX = 1000.0
+
 
 class FaultSpecError(ValueError):
     """A fault description that cannot be understood or is out of range. The message is one line."""
@@ -108,6 +111,8 @@ class Faults:
     clone: bool = False  # identity of a non-ST part claiming to be an F407
     max_timing: bool = False  # use DS8626 maximum erase/program times instead of typical
     lsi_hz: int = reg.LSI_HZ  # the LSI frequency that clocks the IWDG (17-47 kHz; firmware assumes 32 kHz)
+    supply_resistance_ohm: Optional[float] = None  # a weak supply: VDD sags by R x the program/erase current
+    crc_broken: bool = False  # the CRC unit computes a wrong value (a clone's, or a damaged one)
 
     # ----------------------------------------------------------------------------------------------------
     def validate(self) -> Faults:
@@ -125,7 +130,7 @@ class Faults:
                 raise FaultSpecError(f"wrp: sector {sector!r} does not exist on a {self.flash_kb} KB part "
                                      f"(sectors 0-{sector_count - 1})")
         for name in ("rdp_level1", "hardware_watchdog", "cr_locked_by_bad_key", "bsy_stuck", "clone",
-                     "max_timing"):
+                     "max_timing", "crc_broken"):
             if not isinstance(getattr(self, name), bool):
                 raise FaultSpecError(f"{_FIELD_TO_NAME[name]}: {name} must be true or false")
         if self.iwdg_timeout_ms is not None:
@@ -152,6 +157,11 @@ class Faults:
                 or not VDD_MIN <= vdd <= VDD_MAX:
             raise FaultSpecError(f"vdd: {vdd!r} V is outside the STM32F407 supply range "
                                  f"({VDD_MIN:g} V to {VDD_MAX:g} V)")
+        ohms = self.supply_resistance_ohm
+        if ohms is not None and (isinstance(ohms, bool) or not isinstance(ohms, (int, float)) or math.isnan(ohms)
+                                 or not 0 < ohms <= SUPPLY_RESISTANCE_MAX):
+            raise FaultSpecError(f"weak-supply: {ohms!r} ohm is not a source resistance between 0 and "
+                                 f"{SUPPLY_RESISTANCE_MAX:g} ohm")
         lsi = self.lsi_hz
         if isinstance(lsi, bool) or not isinstance(lsi, int) or not LSI_MIN_HZ <= lsi <= LSI_MAX_HZ:
             raise FaultSpecError(f"lsi: {lsi!r} Hz is outside the DS8626 LSI range "
@@ -429,6 +439,24 @@ def _apply_lsi(faults: Faults, value: Optional[str]) -> None:
     faults.lsi_hz = int(hz)
 
 
+def _apply_weak_supply(faults: Faults, value: Optional[str]) -> None:
+    """`weak-supply=150`, `weak-supply=150ohm`: the supply's source resistance in ohms."""
+    text = (value or "").strip().lower()
+    for unit in ("ohms", "ohm", "r"):
+        if text.endswith(unit):
+            text = text[:-len(unit)]
+            break
+    try:
+        faults.supply_resistance_ohm = float(text)
+    except ValueError:
+        raise FaultSpecError(f"weak-supply: {value!r} is not a resistance like 150 (ohms)") from None
+
+
+def _format_weak_supply(faults: Faults) -> List[str]:
+    ohms = faults.supply_resistance_ohm
+    return [] if ohms is None else [f"weak-supply={_number(ohms)}"]
+
+
 def _format_lsi(faults: Faults) -> List[str]:
     if faults.lsi_hz == Faults().lsi_hz:
         return []
@@ -441,6 +469,7 @@ _FIELD_TO_NAME = {
     "iwdg_timeout_ms": "iwdg", "sticky_sr": "sticky", "cr_locked_by_bad_key": "bad-key", "bsy_stuck": "bsy-stuck",
     "reset_during": "reset", "disconnect_after_commands": "disconnect", "supply_voltage": "vdd",
     "flash_kb": "flash", "clone": "clone", "max_timing": "max-timing", "lsi_hz": "lsi",
+    "supply_resistance_ohm": "weak-supply", "crc_broken": "crc-broken",
 }
 
 FAULT_KINDS: Tuple[FaultKind, ...] = (
@@ -473,6 +502,11 @@ FAULT_KINDS: Tuple[FaultKind, ...] = (
               *_flag("max_timing")),
     FaultKind("lsi", "FREQ", "LSI frequency clocking the IWDG (DS8626: 17-47 kHz, 32 kHz typical)", False,
               _apply_lsi, _format_lsi, example="47k"),
+    FaultKind("weak-supply", "OHMS", "the supply's source resistance: VDD sags by R x the program/erase current "
+              "(DS8626: ~12 mA at x32, 8 at x16, 5 at x8) - a reset below the BOR/power-down threshold, OPERR below "
+              "the PSIZE's minimum", False, _apply_weak_supply, _format_weak_supply, example="150"),
+    FaultKind("crc-broken", None, "the CRC unit computes wrong values (a clone's or a damaged one)", False,
+              *_flag("crc_broken")),
 )
 _KINDS_BY_NAME: Dict[str, FaultKind] = {kind.name: kind for kind in FAULT_KINDS}
 OPTION_BYTE_FAULTS = tuple(kind.name for kind in FAULT_KINDS if kind.option_byte)

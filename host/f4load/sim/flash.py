@@ -44,6 +44,12 @@ Modelling choices where RM0090 does not say what the silicon does (each is a cho
   a program write cut at or after half time has its lower half of bytes programmed, before half time nothing;
   an option-byte programming cut off leaves the option bytes unchanged (a cut regression mass erase leaves
   a partly erased flash and level 1).
+- `weak-supply` (a source resistance R): when an erase or program starts, VDD drops to V - R x I, I the
+  DS8626 program/erase current of the PSIZE in use (PROGRAM_ERASE_CURRENT_A). Below the power-down threshold
+  (1.7 V, PDR_THRESHOLD_V) the chip resets as a brown-out with PORRSTF; below the BOR_LEV threshold (when BOR
+  is on) as a BOR; in both cases before anything changes (the current peak comes at once). Below the PSIZE's
+  minimum VDD (RM0090 Table 13) the operation runs and does not take, as for `vdd=` (OPERR if ERRIE). The
+  probe measures the unloaded V; the core's own run current is not modelled.
 - `bsy_stuck`: the operation's effect happens at its normal end, but BSY (and STRT/OPTSTRT) never clears
   until a reset.
 - STRT with neither SER nor MER: nothing happens, no flag (the manual calls the result unpredictable).
@@ -78,6 +84,7 @@ from f4load.registers import (
     FLASH_KEY1,
     FLASH_KEY2,
     FLASH_OPTCR_BOR_LEV_MASK,
+    FLASH_OPTCR_BOR_LEV_SHIFT,
     FLASH_OPTCR_NRST_STDBY,
     FLASH_OPTCR_NRST_STOP,
     FLASH_OPTCR_NWRP_MASK,
@@ -145,6 +152,17 @@ ERASE_TIME_PS: Dict[int, Dict[int, Tuple[int, int]]] = {  # sector size -> PSIZE
 }
 MASS_ERASE_TIME_PS = {PSIZE_X8: (16 * S, 32 * S), PSIZE_X16: (11 * S, 22 * S), PSIZE_X32: (8 * S, 16 * S),
                       PSIZE_X64: (6900 * PS_PER_MS, 16 * S)}
+# --- the supply under a program/erase load (the weak-supply fault) ---------------------------------------------
+# DS8626 "Flash memory characteristics", I_DD during program/erase, typical, as the digest notes them (it asks
+# for them to be checked against the datasheet): the wider the parallelism, the more current.
+PROGRAM_ERASE_CURRENT_A = {PSIZE_X8: 0.005, PSIZE_X16: 0.008, PSIZE_X32: 0.012, PSIZE_X64: 0.012}
+# The lowest VDD each parallelism works at (RM0090 Table 13); x64 needs VPP, which the board does not have.
+PSIZE_MIN_VDD = {PSIZE_X8: 1.8, PSIZE_X16: 2.1, PSIZE_X32: 2.7}
+# The power-down threshold: with BOR off (the factory BOR_LEV) the only one, about 1.7-1.8 V (digest); a model
+# choice of the lower end. BOR_LEV thresholds (falling): level 3 2.70 V, level 2 2.40 V, level 1 2.10 V.
+PDR_THRESHOLD_V = 1.7
+BOR_THRESHOLD_V = {0b00: 2.70, 0b01: 2.40, 0b10: 2.10}
+
 # Modelling choices (module docstring): option-byte programming and the RDP 1 -> 0 regression mass erase.
 OPTION_PROGRAM_TIME_PS = (250 * PS_PER_MS, 500 * PS_PER_MS)
 REGRESSION_ERASE_TIME_PS = MASS_ERASE_TIME_PS[PSIZE_X32]
@@ -516,8 +534,35 @@ class FlashInterface:
         widest = max_psize_for(self.faults.supply_voltage)
         return widest is not None and psize <= widest
 
+    def loaded_vdd(self, psize: int) -> float:
+        """VDD while an erase or program at `psize` draws its current through the weak-supply fault's source
+        resistance (the supply voltage itself without that fault)."""
+        ohms = self.faults.supply_resistance_ohm or 0.0
+        return self.faults.supply_voltage - ohms * PROGRAM_ERASE_CURRENT_A[psize]
+
+    def _supply_sags(self, op: _Operation) -> bool:
+        """The weak-supply fault, applied when an erase or program starts (module docstring): below the power-down
+        or BOR threshold the chip resets (the operation does not start: True); below the PSIZE's minimum the
+        operation runs but does not take (OPERR at the end)."""
+        if self.faults.supply_resistance_ohm is None or op.kind not in ("erase", "program"):
+            return False
+        psize = self.psize
+        vdd = self.loaded_vdd(psize)
+        bor = BOR_THRESHOLD_V.get((self.options.optcr & FLASH_OPTCR_BOR_LEV_MASK) >> FLASH_OPTCR_BOR_LEV_SHIFT)
+        if vdd < PDR_THRESHOLD_V:
+            self.request_reset("brownout")  # power-down reset: BORRSTF, PORRSTF (and PINRSTF)
+            return True
+        if bor is not None and vdd < bor:
+            self.request_reset("bor")  # BORRSTF without PORRSTF
+            return True
+        if vdd < PSIZE_MIN_VDD.get(psize, float("inf")):
+            op.takes = False
+        return False
+
     def _begin(self, op: _Operation) -> None:
         """Count the operation, fire a `reset_during` fault if it matches, else start it (BSY=1)."""
+        if self._supply_sags(op):
+            return
         cut_cause = ""
         cut_phase = ""
         if op.kind in self.operation_counts:

@@ -340,10 +340,14 @@ class CrcUnit:
     Sub-word DR writes (a modelling choice: RM0090 4.3 defines DR as a 32-bit register only): the Cortex-M4
     replicates a byte or halfword store across all byte lanes of the AHB write data, and the unit takes the
     whole data bus, so a byte write of 0xAB feeds the word 0xABABABAB and a halfword 0x1234 feeds 0x12341234.
+
+    `broken` (the `crc-broken` fault): the unit computes nothing, DR keeps 0xFFFF_FFFF (a clone without a
+    working CRC unit, or a damaged one); IDR and the clock gate behave as usual.
     """
 
-    def __init__(self, enabled: Callable[[], bool]) -> None:
+    def __init__(self, enabled: Callable[[], bool], broken: bool = False) -> None:
         self.enabled = enabled
+        self.broken = broken  # the crc-broken fault: DR keeps its reset value whatever is fed
         self.value = CRC_INIT
         self.idr = 0
 
@@ -353,7 +357,8 @@ class CrcUnit:
         self.idr = 0
 
     def feed(self, word: int) -> None:
-        self.value = stm32_crc32_word(word, self.value)
+        if not self.broken:
+            self.value = stm32_crc32_word(word, self.value)
 
     def read(self, offset: int, size: int = 4) -> int:
         if not self.enabled():
