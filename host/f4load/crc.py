@@ -1,4 +1,5 @@
-"""The STM32F4 CRC unit's checksum (RM0090 chapter 4), computed on the host.
+"""The STM32F4 CRC unit's checksum (RM0090 chapter 4), computed on the host; and a known-answer check of the
+chip's own unit (`check_crc_unit`), which f4load makes before it relies on the unit (Session.crc_unit).
 
 The CRC unit takes 32-bit words written to CRC_DR and shifts each one in most significant bit first through
 the Ethernet polynomial 0x04C1_1DB7, starting from 0xFFFF_FFFF, with no bit reflection and no final XOR
@@ -19,8 +20,10 @@ uses a byte-wise table instead, also checked against the reference.
 """
 from __future__ import annotations
 
+import struct
 import zlib
-from typing import Tuple
+from dataclasses import dataclass
+from typing import Any, Tuple
 
 from f4load.registers import CRC_POLY
 
@@ -79,3 +82,46 @@ def stm32_crc32_word(word: int, crc: int = CRC_INIT) -> int:
     for _ in range(4):
         crc = ((crc << 8) & MASK32) ^ _TABLE[crc >> 24]
     return crc
+
+
+# --- the chip's CRC unit, checked with a known answer -------------------------------------------------------
+
+# Four words that exercise every bit both ways; their CRC is computed on the host (stm32_crc32).
+KNOWN_ANSWER_WORDS = (0x0000_0000, 0xFFFF_FFFF, 0x1234_5678, 0xA5A5_5A5A)
+
+
+@dataclass(frozen=True)
+class CrcUnitCheck:
+    """The chip's CRC unit fed KNOWN_ANSWER_WORDS: what it gave and what it should have given."""
+    got: int
+    expected: int
+
+    @property
+    def ok(self) -> bool:
+        return self.got == self.expected
+
+    def describe(self) -> str:
+        return (f"the CRC unit gives {self.got:#010x} for {len(KNOWN_ANSWER_WORDS)} known words, "
+                f"{'as expected' if self.ok else f'expected {self.expected:#010x}'}")
+
+
+def check_crc_unit(target: Any) -> CrcUnitCheck:
+    """Feed KNOWN_ANSWER_WORDS to the CRC unit through the debugger (AHB-AP) and read the result: clock on
+    (RCC_AHB1ENR.CRCEN, read back before the first access, RM0090 7.3), CR.RESET, the words into DR, DR. The
+    clock enable is put back as it was. Call with the core halted: an application using the unit would
+    disturb it (and be disturbed). pyocd's transfer errors pass through."""
+    from f4load.registers import CRC_CR, CRC_CR_RESET, CRC_DR, RCC_AHB1ENR, RCC_AHB1ENR_CRCEN
+
+    enr = int(target.read32(RCC_AHB1ENR))
+    target.write32(RCC_AHB1ENR, enr | RCC_AHB1ENR_CRCEN)
+    try:
+        target.read32(RCC_AHB1ENR)
+        target.write32(CRC_CR, CRC_CR_RESET)
+        for word in KNOWN_ANSWER_WORDS:
+            target.write32(CRC_DR, word)
+        got = int(target.read32(CRC_DR))
+    finally:
+        if not enr & RCC_AHB1ENR_CRCEN:
+            target.write32(RCC_AHB1ENR, enr)
+    expected = stm32_crc32(struct.pack(f"<{len(KNOWN_ANSWER_WORDS)}I", *KNOWN_ANSWER_WORDS))
+    return CrcUnitCheck(got, expected)

@@ -58,7 +58,7 @@ VERDICT_RANK = {OK: 0, WARNING: 1, PROBLEM: 2}
 # Voltage each parallelism needs (RM0090 Table 13).
 # How likely each check is the cause of "failed to erase" when it shows a problem (lower: more likely).
 LIKELIHOOD = ["read protection", "write protection", "trial erase", "recent runs", "flash interface", "watchdog",
-              "supply", "reset causes", "identity", "reset in Stop/Standby"]
+              "supply", "reset causes", "identity", "CRC unit", "reset in Stop/Standby"]
 # DS8626 LSI oscillator: 17 kHz minimum, 47 kHz maximum (32 kHz typical): an IWDG timeout is a range.
 LSI_MIN_HZ, LSI_MAX_HZ = 17_000, 47_000
 IWDG_PR_RESET, IWDG_RLR_RESET = 0, 0xFFF
@@ -198,6 +198,7 @@ def diagnose(session: Session, psize: Optional[str] = None, trial_sector: Option
         _flash_interface(session, regs, under_reset, image_hint),
         _reset_causes(regs["RCC_CSR"], under_reset),
         _recent_runs(session, image_hint),
+        _crc_unit(session),
     ]
     if trial_sector is not None:
         result.trial = trial_erase(session, trial_sector)
@@ -408,6 +409,21 @@ def _reset_causes(csr: int, under_reset: bool) -> Check:
     if cause.key == reset_causes.POWER:
         return Check("reset causes", OK, "power-on: an ordinary power-up", details)
     return Check("reset causes", WARNING, f"{cause.name}: {cause.meaning}", details)
+
+
+def _crc_unit(session: Session) -> Check:
+    """The known-answer check of the CRC unit (Session.crc_unit), which f4load's verify and skip-unchanged rely
+    on. Not with --attach: the application may be using the unit, and the check needs the core halted."""
+    if session.connect_mode == "attach":
+        return Check("CRC unit", OK, "not checked: the application runs (--attach); the default connection checks it")
+    result = session.crc_unit()
+    if result.ok:
+        return Check("CRC unit", OK, "the known-answer check passes", [result.describe()])
+    return Check("CRC unit", WARNING, "the CRC unit fails its known-answer check: a clone without ST's CRC unit, or "
+                 "a damaged part",
+                 [result.describe(),
+                  "f4load notices and checks the flash by reading it back (slower, still correct); a tool that "
+                  "verifies by the chip's CRC reports mismatches on a correctly programmed flash"])
 
 
 def _recent_runs(session: Session, image_hint: str) -> Check:

@@ -83,7 +83,7 @@ import platformdirs
 from pyocd.core import exceptions as pyocd_errors
 
 from f4load import interrupt, journal, option_bytes, protocol, reset_causes, stream
-from f4load.crc import stm32_crc32
+from f4load.crc import CrcUnitCheck, check_crc_unit, stm32_crc32
 from f4load.errors import (  # noqa: F401 - re-exported: the session's errors, where callers expect them
     ConnectError,
     F4LoadError,
@@ -212,6 +212,7 @@ class Session:
         self._virtual_at_open: Optional[float] = None
         # Ctrl-C/SIGTERM are only recorded from open() to close() and raised at the safe points (f4load.interrupt)
         self._signals = interrupt.deferred()
+        self._crc_unit: Optional[CrcUnitCheck] = None  # the CRC unit's known-answer check, once per session
 
     @property
     def is_sim(self) -> bool:
@@ -381,6 +382,7 @@ class Session:
             raise SessionError("internal: the stub is already loaded (nested Session.stub())")
         interrupt.check("before the flash stub was loaded: nothing was erased or programmed")
         self._halt_for_work()
+        self.crc_unit()
         with self._stream_errors():
             with stream.StubRunner(self.target, self.stub_image,
                                    psize=self.info.psize if psize is None else psize) as runner:
@@ -465,11 +467,35 @@ class Session:
                 "the application then never starts")
         self._peripherals_checked = True
 
+    def crc_unit(self) -> CrcUnitCheck:
+        """The known-answer check of the chip's CRC unit (f4load.crc.check_crc_unit), made once per session with
+        the core halted, before f4load relies on the unit. When it fails f4load says so once (a warning) and
+        compares read-back data instead: slower (the bytes cross the link), still correct."""
+        if self._crc_unit is None:
+            self._halt_for_work()
+            try:
+                result = check_crc_unit(self.target)
+            except pyocd_errors.TransferError as error:
+                raise LinkError(f"lost the target while checking its CRC unit: {_one_line(error)}") from None
+            if not result.ok:
+                LOG.warning("%s: the chip's CRC unit is absent, broken or not ST's (a clone, or damage); f4load "
+                            "checks the flash by reading it back instead (slower)", result.describe())
+            self._crc_unit = result
+        return self._crc_unit
+
+    def _read_back_crcs(self, ranges: Sequence[Tuple[int, int]]) -> Dict[Tuple[int, int], int]:
+        """{(address, size): CRC} of the flash read back over the link and checksummed on the host (the
+        fallback when the CRC unit cannot be trusted)."""
+        return {(a, size): stm32_crc32(self.read(a, size)) for a, size in ranges}
+
     def sector_crcs(self, sectors: Sequence[Sector], runner: Optional[stream.StubRunner] = None) -> Dict[int, int]:
         """{sector index: CRC of the whole sector} by the target's CRC unit: one batch on `runner`, or in a
-        stub session of its own."""
+        stub session of its own; read back and checksummed on the host when the unit failed its check."""
         if not sectors:
             return {}
+        if not self.crc_unit().ok:
+            values = self._read_back_crcs([(s.start, s.size) for s in sectors])
+            return {s.index: values[(s.start, s.size)] for s in sectors}
         operations: List[stream.Operation] = [stream.Crc(s.start, s.size) for s in sectors]
         report = runner.run(operations) if runner is not None else self.run(operations)
         values = stream.crc_map(report)
@@ -596,7 +622,7 @@ class Session:
                 else:
                     operations.append(stream.Program(op.address, op.data))
                     outcome.program_writes += program_writes(op.data, op.address, self.info.psize)
-            if verify:
+            if verify and self.crc_unit().ok:
                 operations += [stream.Crc(s.sector.start, s.sector.size) for s in changing]
             if operations:
                 report = runner.run(operations, progress=progress)
@@ -607,6 +633,8 @@ class Session:
         outcome.bytes_programmed = work.bytes_programmed
         outcome.bytes_kept = work.bytes_kept
         self._finish_clock(outcome, started)
+        if verify and not self.crc_unit().ok:
+            values = self._read_back_crcs([(s.sector.start, s.sector.size) for s in changing])
         if verify:
             bad = [(s.sector.start, s.sector.size, s.crc, values[(s.sector.start, s.sector.size)])
                    for s in changing if values[(s.sector.start, s.sector.size)] != s.crc]
@@ -686,9 +714,12 @@ class Session:
                 if b < end:
                     expected[b - start:] = self.read(b, end - b)
                 ranges.append((start, end - start, stm32_crc32(bytes(expected))))
-        report = self.run([stream.Crc(a, size) for a, size, _ in ranges])
-        outcome.streams.append(report)
-        values = stream.crc_map(report)
+        if self.crc_unit().ok:
+            report = self.run([stream.Crc(a, size) for a, size, _ in ranges])
+            outcome.streams.append(report)
+            values = stream.crc_map(report)
+        else:
+            values = self._read_back_crcs([(a, size) for a, size, _ in ranges])
         bad = [(a, size, crc, values[(a, size)]) for a, size, crc in ranges if values[(a, size)] != crc]
         self._finish_clock(outcome, started)
         if bad:
