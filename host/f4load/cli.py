@@ -233,6 +233,7 @@ class _Context:
         self.as_json, self.quiet, self.verbose = as_json, quiet, verbose
         self.keep_backup = False
         self.psize: Optional[str] = None  # --psize of program/erase (Session psize=)
+        self.strict_identity = True  # diagnose: identity problems are findings (Session strict_identity=)
         _configure_logging(quiet or as_json, verbose)
 
     @property
@@ -242,7 +243,8 @@ class _Context:
 
     def session(self) -> Session:
         return Session(probe=self.probe, connect=self.connect, reset_run=self.reset_run, vdd=self.vdd,
-                       sim_link=self.sim_link, keep_backup=self.keep_backup, psize=self.psize)
+                       sim_link=self.sim_link, keep_backup=self.keep_backup, psize=self.psize,
+                       strict_identity=self.strict_identity)
 
     def run(self, report: Report, work: Callable[[Session], None],
             before: Optional[Callable[[], None]] = None) -> None:
@@ -537,6 +539,7 @@ def diagnose(attach: bool, psize: Optional[str], trial_sector: Optional[int], ye
     if attach:
         options["connect"] = "attach"
     ctx = _Context(**options)
+    ctx.strict_identity = False
     report = Report("diagnose")
     if trial_sector is not None and not yes and not ctx.as_json:
         click.confirm(f"The trial erase destroys the contents of sector {trial_sector}. Go on?", abort=True)

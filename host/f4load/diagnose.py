@@ -92,6 +92,7 @@ class TrialErase:
     reset_flags: Optional[int] = None  # the RCC_CSR reset flags when the chip reset during the erase
     message: str = ""
     bsy_stuck_ms: Optional[int] = None  # BSY never cleared: how long the stub waited (its own clock)
+    kind: Optional[str] = None  # the stub's result kind when it reported a failure (FLASH_ERROR, BAD_FLASH_SIZE...)
     psize: int = protocol.PSIZE_X32
     retry: Optional[TrialErase] = None  # the same erase once more at x8, after a failure that the supply explains
     confirm: Optional[TrialErase] = None  # and, when x8 passed, once more at the first width: a one-off dip or not
@@ -131,10 +132,15 @@ class Diagnosis:
 
     @property
     def causes(self) -> List[Check]:
-        """Problems first, then warnings, each in order of how often they explain a failed erase."""
+        """Problems first, then warnings, each in order of how often they explain a failed erase; an identity
+        the session could not trust (identity_problems) explains everything else and comes first."""
         bad = [c for c in self.checks if c.verdict != OK]
-        return sorted(bad, key=lambda c: (-VERDICT_RANK[c.verdict], LIKELIHOOD.index(c.name)
-                                          if c.name in LIKELIHOOD else len(LIKELIHOOD)))
+
+        def rank(c: Check) -> Tuple[int, int]:
+            if c.name == "identity" and c.verdict == PROBLEM:
+                return (-VERDICT_RANK[c.verdict], -1)
+            return (-VERDICT_RANK[c.verdict], LIKELIHOOD.index(c.name) if c.name in LIKELIHOOD else len(LIKELIHOOD))
+        return sorted(bad, key=rank)
 
     @property
     def fix(self) -> Optional[str]:
@@ -218,6 +224,13 @@ def _identity(session: Session, trial_sector: Optional[int]) -> Check:
                if info.cpuid is not None else "CPUID not read",
                f"flash {info.part.flash_size // KB} KB ({info.part.name}), unique ID {info.unique_id.hex()}",
                f"debug ROM table designed by {describe_jep106(info.rom_designer)}"]
+    if info.identity_problems:
+        details.append(f"the other checks go on with the {info.part.name}'s sector map ({info.part.flash_size // KB} "
+                       "KB) assumed; f4load refuses to program this part (exit 3): without a trustworthy identity "
+                       "it cannot know the sector map, and the stub refuses it too (BAD_FLASH_SIZE)")
+        details.append("a genuine ST part reads its F_SIZE and DEV_ID from a factory page that never changes: a "
+                       "wrong value means clone silicon or a damaged part; replace it with a genuine STM32F405/407")
+        return Check("identity", PROBLEM, "; ".join(info.identity_problems), details)
     clone = not info.looks_like_st or (info.cpuid is not None and info.cpuid != CPUID_CORTEX_M4_R0P1)
     if not clone:
         return Check("identity", OK, f"genuine ST {info.part.name}", details)
@@ -490,7 +503,7 @@ def _erase_once(session: Session, index: int, psize: int) -> TrialErase:
         trial.ok = True
         trial.message = "erased"
     except StubError as error:
-        trial.sr_names, trial.code = error.sr_names, error.code
+        trial.sr_names, trial.code, trial.kind = error.sr_names, error.code, error.kind
         trial.message = " ".join(str(error).split())
         if error.kind == "BSY_TIMEOUT" and error.record is not None:
             trial.bsy_stuck_ms = error.record.waited_ms
@@ -590,6 +603,9 @@ def _trial_check(session: Session, trial: TrialErase, image_hint: str) -> Check:
                      f"set for {trial.bsy_stuck_ms} ms (the stub's own time) against {trial.max_s:g} s maximum",
                      details, fix="power-cycle the board, then f4load diagnose --trial-erase "
                                   f"{trial.sector} --yes again; if BSY sticks again the chip's flash is damaged")
+    if trial.kind not in (None, "FLASH_ERROR"):
+        what = trial.message.split(" [")[0]
+        return Check("trial erase", PROBLEM, f"the erase of sector {trial.sector} did not run: {what}", details)
     bits = ", ".join(trial.sr_names) or "no FLASH_SR bit"
     fix = None
     if "WRPERR" in trial.sr_names and info.options.rdp_level == 1:

@@ -57,6 +57,9 @@ class TargetInfo:
     warnings: Tuple[str, ...] = ()
     cpuid: Optional[int] = None
     psize_asked: bool = False  # `psize` was asked for (Session psize=, --psize), not chosen from VDD
+    # What a strict identification would have refused (read_identity(strict=False), for `f4load diagnose`): the
+    # session then goes on with the 512 KB sector map assumed where F_SIZE is not a size of this family.
+    identity_problems: Tuple[str, ...] = ()
 
     @property
     def dev_id(self) -> int:
@@ -94,24 +97,36 @@ class RawIdentity:
     options: OptionBytes
     rom_designer: Tuple[int, int]
     cpuid: int
+    problems: Tuple[str, ...] = ()  # with strict=False: what would have been a TargetIdentityError
 
 
-def read_identity(target: Any) -> RawIdentity:
+# The sector map assumed when F_SIZE is not a size of this family (diagnose only): the smaller part, so that
+# nothing past a real 512 KB flash is addressed.
+ASSUMED_FLASH_KB = 512
+
+
+def read_identity(target: Any, strict: bool = True) -> RawIdentity:
     """Read and check the identity registers (module docstring). TargetIdentityError for another family or
-    an F_SIZE this family does not have; pyocd's transfer errors pass through."""
+    an F_SIZE this family does not have - or, with `strict=False` (`f4load diagnose`, which must look at such
+    a part), the same sentences in `problems` and the 512 KB map assumed. pyocd's transfer errors pass
+    through."""
+    problems = []
     idcode = target.read32(DBGMCU_IDCODE)
     dev_id = idcode & DEV_ID_MASK
     if dev_id != DEV_ID_F40X_41X:
-        raise TargetIdentityError(
-            f"not an STM32F405/407/415/417: DBGMCU_IDCODE is {idcode:#010x}, DEV_ID {dev_id:#05x} "
-            f"(expected {DEV_ID_F40X_41X:#05x}); f4load programs this family only")
+        problems.append(f"not an STM32F405/407/415/417: DBGMCU_IDCODE is {idcode:#010x}, DEV_ID {dev_id:#05x} "
+                        f"(expected {DEV_ID_F40X_41X:#05x}); f4load programs this family only")
+        if strict:
+            raise TargetIdentityError(problems[-1])
     f_size_kb = target.read16(F_SIZE)
     try:
         _, part = part_for_flash_kb(f_size_kb)
     except ValueError:
-        raise TargetIdentityError(
-            f"F_SIZE (0x1FFF7A22) reads {f_size_kb} KB, not a flash size of the STM32F405/407/415/417 "
-            "(512 or 1024 KB): clone silicon?") from None
+        problems.append(f"F_SIZE (0x1FFF7A22) reads {f_size_kb} KB, not a flash size of the STM32F405/407/415/417 "
+                        "(512 or 1024 KB): clone silicon?")
+        if strict:
+            raise TargetIdentityError(problems[-1]) from None
+        _, part = part_for_flash_kb(ASSUMED_FLASH_KB)
     uid = struct.pack("<3I", *target.read_memory_block32(UNIQUE_ID, 3))
     options = OptionBytes(target.read32(FLASH_OPTCR))
     pidr = target.read_memory_block32(ROM_PIDR0, 3)
@@ -120,7 +135,7 @@ def read_identity(target: Any) -> RawIdentity:
     designer = (pidr4 & 0xF, ((pidr[1] >> 4) & 0xF) | ((pidr[2] & 0x7) << 4))
     rev_id = idcode >> REV_ID_SHIFT
     return RawIdentity(idcode=idcode, part=Part(part.name, part.flash_size, dev_id, rev_id), unique_id=uid,
-                       options=options, rom_designer=designer, cpuid=cpuid)
+                       options=options, rom_designer=designer, cpuid=cpuid, problems=tuple(problems))
 
 
 def clone_warnings(designer: Tuple[int, int], rev_id: int, cpuid: Optional[int] = None) -> List[str]:

@@ -37,6 +37,8 @@ RESET, LOCKUP, LINK_LOST = "reset", "lockup", "link lost"
 FLASH_ERROR, VERIFY_MISMATCH = "flash error", "verify mismatch"
 INTERRUPTED, REFUSED, ERROR = "interrupted", "refused", "error"
 BOARD_FAILURES = (RESET, LOCKUP, LINK_LOST, FLASH_ERROR, VERIFY_MISMATCH)
+# Stub result kinds that are the flash interface failing (the others: a request or a part f4load cannot serve).
+FLASH_KINDS = ("FLASH_ERROR", "BSY_TIMEOUT", "LOCKED")
 
 
 @dataclass
@@ -180,7 +182,8 @@ def entry_for(command: str, error: Optional[BaseException], psize: Optional[str]
     elif isinstance(cause, stream.LinkLostError):
         entry.outcome = LINK_LOST
     elif isinstance(error, StubError):
-        entry.outcome = VERIFY_MISMATCH if error.kind == "VERIFY_MISMATCH" else FLASH_ERROR
+        entry.outcome = (VERIFY_MISMATCH if error.kind == "VERIFY_MISMATCH" else
+                         FLASH_ERROR if error.kind in FLASH_KINDS else ERROR)
         request = getattr(error, "request", None)
         entry.operation = str(request) if request is not None else error.operation
         entry.kind = "erase" if error.is_erase else "program" if error.is_program else _kind(request)

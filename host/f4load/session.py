@@ -183,7 +183,7 @@ class Session:
     def __init__(self, probe: str = SIM_PROBE, connect: str = "under-reset", reset_run: Optional[bool] = None,
                  vdd: Optional[float] = None, sim_link: Optional[str] = None,
                  frequency: Optional[int] = None, backup_dir: Optional[Path] = None,
-                 keep_backup: bool = False, psize: Optional[str] = None) -> None:
+                 keep_backup: bool = False, psize: Optional[str] = None, strict_identity: bool = True) -> None:
         if connect not in CONNECT_MODES:
             raise UsageError(f"connect mode {connect!r}: choose one of {', '.join(CONNECT_MODES)}")
         if psize is not None and psize not in PSIZE_BY_NAME:
@@ -191,6 +191,9 @@ class Session:
         # The program/erase parallelism asked for (x8/x16/x32) instead of the widest the supply allows: a board
         # whose supply cannot deliver the x32 erase current may get through at x8 (DS8626: less current).
         self.asked_psize = psize
+        # False (`f4load diagnose`): identity problems (another DEV_ID, an F_SIZE this family does not have) are
+        # kept in TargetInfo.identity_problems instead of refusing the connection, so every other check runs.
+        self.strict_identity = strict_identity
         self.probe_name = probe
         self.connect_mode = connect
         self.reset_run = reset_run
@@ -282,7 +285,7 @@ class Session:
 
     def _identify(self) -> TargetInfo:
         try:
-            raw = read_identity(self.target)
+            raw = read_identity(self.target, strict=self.strict_identity)
         except pyocd_errors.TransferError as error:
             raise ConnectError(f"cannot read the target's identity: {_one_line(error)}") from None
         warnings = clone_warnings(raw.rom_designer, raw.part.rev_id, raw.cpuid)
@@ -306,7 +309,7 @@ class Session:
         return TargetInfo(part=raw.part, idcode=raw.idcode, unique_id=raw.unique_id, options=raw.options, vdd=vdd,
                           vdd_source=source, psize=psize, psize_asked=self.asked_psize is not None,
                           rom_designer=raw.rom_designer, probe=self._probe_description(), warnings=tuple(warnings),
-                          cpuid=raw.cpuid)
+                          cpuid=raw.cpuid, identity_problems=raw.problems)
 
     def _supply_voltage(self) -> Tuple[float, str]:
         if self.given_vdd is not None:

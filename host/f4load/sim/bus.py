@@ -189,7 +189,8 @@ class ChipBus(ChipBase):
                 return self._flash_register_read(address - block, size, core)
             return reader(address - block, size)
         if OTP_PAGE <= address < OTP_PAGE + OTP_PAGE_SIZE:
-            page = otp_page_bytes(self.options.otp, self.unique_id, self._flash_size, address, size)
+            f_size = self._flash_size if self.faults.f_size_kb is None else self.faults.f_size_kb * 1024
+            page = otp_page_bytes(self.options.otp, self.unique_id, f_size, address, size)
             return int.from_bytes(page, "little")
         if OPTION_BYTES <= address < OPTION_BYTES + OPTION_PAGE_SIZE:
             return option_bytes_read(self.options.optcr, address, size)

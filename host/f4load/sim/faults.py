@@ -113,6 +113,7 @@ class Faults:
     lsi_hz: int = reg.LSI_HZ  # the LSI frequency that clocks the IWDG (17-47 kHz; firmware assumes 32 kHz)
     supply_resistance_ohm: Optional[float] = None  # a weak supply: VDD sags by R x the program/erase current
     crc_broken: bool = False  # the CRC unit computes a wrong value (a clone's, or a damaged one)
+    f_size_kb: Optional[int] = None  # what F_SIZE reads instead of the real flash size (a clone, a bad factory page)
 
     # ----------------------------------------------------------------------------------------------------
     def validate(self) -> Faults:
@@ -157,6 +158,9 @@ class Faults:
                 or not VDD_MIN <= vdd <= VDD_MAX:
             raise FaultSpecError(f"vdd: {vdd!r} V is outside the STM32F407 supply range "
                                  f"({VDD_MIN:g} V to {VDD_MAX:g} V)")
+        fsize = self.f_size_kb
+        if fsize is not None and (isinstance(fsize, bool) or not isinstance(fsize, int) or not 0 <= fsize <= 0xFFFF):
+            raise FaultSpecError(f"fsize: {fsize!r} is not a 16-bit F_SIZE value (0-65535 KB)")
         ohms = self.supply_resistance_ohm
         if ohms is not None and (isinstance(ohms, bool) or not isinstance(ohms, (int, float)) or math.isnan(ohms)
                                  or not 0 < ohms <= SUPPLY_RESISTANCE_MAX):
@@ -457,6 +461,14 @@ def _format_weak_supply(faults: Faults) -> List[str]:
     return [] if ohms is None else [f"weak-supply={_number(ohms)}"]
 
 
+def _apply_fsize(faults: Faults, value: Optional[str]) -> None:
+    faults.f_size_kb = _parse_int("fsize", (value or "").strip().upper().rstrip("B").rstrip("K"))
+
+
+def _format_fsize(faults: Faults) -> List[str]:
+    return [] if faults.f_size_kb is None else [f"fsize={faults.f_size_kb}"]
+
+
 def _format_lsi(faults: Faults) -> List[str]:
     if faults.lsi_hz == Faults().lsi_hz:
         return []
@@ -469,7 +481,7 @@ _FIELD_TO_NAME = {
     "iwdg_timeout_ms": "iwdg", "sticky_sr": "sticky", "cr_locked_by_bad_key": "bad-key", "bsy_stuck": "bsy-stuck",
     "reset_during": "reset", "disconnect_after_commands": "disconnect", "supply_voltage": "vdd",
     "flash_kb": "flash", "clone": "clone", "max_timing": "max-timing", "lsi_hz": "lsi",
-    "supply_resistance_ohm": "weak-supply", "crc_broken": "crc-broken",
+    "supply_resistance_ohm": "weak-supply", "crc_broken": "crc-broken", "f_size_kb": "fsize",
 }
 
 FAULT_KINDS: Tuple[FaultKind, ...] = (
@@ -507,6 +519,8 @@ FAULT_KINDS: Tuple[FaultKind, ...] = (
               "the PSIZE's minimum", False, _apply_weak_supply, _format_weak_supply, example="150"),
     FaultKind("crc-broken", None, "the CRC unit computes wrong values (a clone's or a damaged one)", False,
               *_flag("crc_broken")),
+    FaultKind("fsize", "KB", "F_SIZE (0x1FFF7A22) reads this instead of the real flash size (a clone, a bad factory "
+              "page)", False, _apply_fsize, _format_fsize, example="0"),
 )
 _KINDS_BY_NAME: Dict[str, FaultKind] = {kind.name: kind for kind in FAULT_KINDS}
 OPTION_BYTE_FAULTS = tuple(kind.name for kind in FAULT_KINDS if kind.option_byte)
