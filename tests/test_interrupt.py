@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+import pytest
+
 from f4load.part import FLASH_START, KB, SECTORS_1M
 from f4load.sim.state import load_state, read_last_session, save_state
 
@@ -148,15 +150,16 @@ MOMENTS: List[Moment] = (
 )
 
 
+@pytest.mark.parametrize("half", [0, 1])  # the 20 moments, every other one per chip: xdist runs the halves apart
 def test_twenty_ctrl_c_during_a_512_kb_job_each_exit_130_with_flash_cr_locked_and_a_rerun_completes(
-        sim_state_dir: Path, tmp_path: Path) -> None:
+        sim_state_dir: Path, tmp_path: Path, half: int) -> None:
     assert len(MOMENTS) == 20
-    rng = random.Random(10)
+    rng = random.Random(10 + half)
     old, new = rng.randbytes(512 * KB), rng.randbytes(512 * KB)
     put_back(sim_state_dir, old, list(range(8)))
     (tmp_path / "new.bin").write_bytes(new)
     outcomes = []
-    for moment in MOMENTS:
+    for moment in MOMENTS[half::2]:
         if not different_sectors(sim_state_dir, new):  # every run has at least one sector to erase and program
             put_back(sim_state_dir, old, [7])
         run = Run(sim_state_dir, tmp_path / "backups", str(tmp_path / "new.bin"), "--no-reset-run")
@@ -167,7 +170,7 @@ def test_twenty_ctrl_c_during_a_512_kb_job_each_exit_130_with_flash_cr_locked_an
         assert reached, f"{moment}: the job ended before that moment: {stderr}"
         check_interrupted(run, stderr, sim_state_dir)
         outcomes.append(error_lines(stderr)[0])
-    assert len(set(outcomes)) >= 10  # the moments really differ: so do the messages
+    assert len(set(outcomes)) >= 6  # the moments really differ: so do the messages
 
     again = Run(sim_state_dir, tmp_path / "backups", str(tmp_path / "new.bin"), "--no-reset-run")
     stderr = again.finish()

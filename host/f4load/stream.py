@@ -586,7 +586,7 @@ class _Stream(StubCall):
         try:
             self._wait_halted("Stream", RETURN_TIMEOUT_S)
             self.call("UnInit", FNC_PROGRAM)
-        except StreamError:
+        except (StreamError, interrupt.Interrupted):  # the failure stays the news; the host locks instead
             self._give_up(error)
 
     def _give_up(self, error: BaseException) -> None:
