@@ -14,6 +14,9 @@ The ideal link charges nothing, so a host polling a running core would never see
 learns of a halt the moment it happens, so on that link a read of DHCSR that would find the core running
 first lets the target run until it halts, at most `IDEAL_WAIT_LIMIT_PS` (see `_ideal_host_wait`).
 
+Several virtual boards: `-u f4sim:NAME` is the board NAME, with its own state directory (`boards/NAME` inside
+`F4LOAD_SIM_STATE`) and unique ID (state.board_dir); plain `f4sim` is the default board.
+
 The chip lives in the state directory (`F4LOAD_SIM_STATE`): `open()` loads it and powers it on, `close()`
 saves it, so one pyocd process can program the virtual flash and the next one reads it back. While it is
 open the directory is locked: a second process gets a one-line "in use by pid N" error.
@@ -90,12 +93,17 @@ class SimProbe(DebugProbe):
 
     @classmethod
     def get_probe_with_id(cls, unique_id: str, is_explicit: bool = False) -> Optional[SimProbe]:
+        """`f4sim` (or `f4sim:`) is the default virtual board; `f4sim:NAME` the named board NAME (its own
+        state directory and unique ID: state.board_dir)."""
         if unique_id.lower() == PROBE_ID or (is_explicit and unique_id == ""):
             return cls()
+        if is_explicit:
+            return cls(board=unique_id)
         return None
 
-    def __init__(self) -> None:
+    def __init__(self, board: Optional[str] = None) -> None:
         super().__init__()
+        self.board = board
         self._open_chip: Optional[_OpenChip] = None
         self._chip: Optional[Chip] = None
         self._dp: Any = None
@@ -120,7 +128,7 @@ class SimProbe(DebugProbe):
 
     @property
     def unique_id(self) -> str:
-        return PROBE_ID
+        return PROBE_ID if self.board is None else f"{PROBE_ID}:{self.board}"
 
     @property
     def supported_wire_protocols(self) -> List[DebugProbe.Protocol]:
@@ -170,7 +178,7 @@ class SimProbe(DebugProbe):
         f4load's stub as its flash algorithm."""
         from f4load import pyocd_targets
 
-        flash_kb = _peek_flash_kb()
+        flash_kb = _peek_flash_kb(self.board)
         return BoardInfo(name=f"f4load virtual STM32F407 ({flash_kb} KB flash)",
                          target=pyocd_targets.target_name("STM32F407", flash_kb * 1024), vendor="f4load")
 
@@ -187,7 +195,7 @@ class SimProbe(DebugProbe):
     # --- open/close: the state directory --------------------------------------------------------------
     def open(self) -> None:
         self._link = self._choose_link()
-        self._open_chip = _OpenChip()
+        self._open_chip = _OpenChip(self.board)
         self._chip, self._dp = self._open_chip.chip, self._open_chip.dp
         self._disconnect_after = self._chip.faults.disconnect_after_commands
         self.commands = self.bytes_read = self.bytes_written = 0
@@ -437,11 +445,11 @@ def _faults_as_transfer_errors(direction: str, addr: int, length: int) -> Iterat
 class _OpenChip:
     """The chip of one open probe: the state directory held locked, the chip built from it, its DebugPort."""
 
-    def __init__(self) -> None:
+    def __init__(self, board: Optional[str]) -> None:
         from f4load.sim import state as sim_state
 
         try:
-            self.directory = sim_state.state_dir()
+            self.directory = sim_state.board_dir(board)
             # One process per chip, as one probe per board: a second pyocd gets "in use by pid N".
             self._lock = sim_state.lock_state(self.directory)
             try:
@@ -469,14 +477,14 @@ class _OpenChip:
             self._lock.release()
 
 
-def _peek_flash_kb() -> int:
-    """The flash size of the part in the state directory, read before the probe opens (pyocd picks the
-    target type when the session is created). A bad state directory is reported by `open()`, not here."""
+def _peek_flash_kb(board: Optional[str]) -> int:
+    """The flash size of the part in the board's state directory, read before the probe opens (pyocd picks
+    the target type when the session is created). A bad state directory is reported by `open()`, not here."""
     from f4load.sim import state as sim_state
     from f4load.sim.faults import Faults
 
     try:
-        return sim_state.environment_faults(sim_state.read_stored_faults()).flash_kb
+        return sim_state.environment_faults(sim_state.read_stored_faults(sim_state.board_dir(board))).flash_kb
     except Exception:  # noqa: BLE001 - open() raises the one-line error for the same cause
         return Faults().flash_kb
 
