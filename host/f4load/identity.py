@@ -47,7 +47,7 @@ class TargetInfo:
     """What the session found out about the target before doing anything to it."""
     part: Part
     idcode: int
-    unique_id: bytes
+    unique_id: str  # the 96-bit unique ID (RM0090 39.1) as 24 hex digits, bytes in address order
     options: OptionBytes
     vdd: float
     vdd_source: str  # "probe" (measured), "given" (--vdd), "assumed" (the probe does not measure it)
@@ -56,6 +56,10 @@ class TargetInfo:
     probe: str
     warnings: Tuple[str, ...] = ()
     cpuid: Optional[int] = None
+
+    @property
+    def unique_id_bytes(self) -> bytes:
+        return bytes.fromhex(self.unique_id)
 
     @property
     def dev_id(self) -> int:

@@ -44,6 +44,7 @@ import bincopy
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from f4load import exit_status
 from f4load.errors import F4LoadError
 from f4load.part import (
     CCM_SIZE,
@@ -92,6 +93,7 @@ class ImageError(F4LoadError):
     Fields: `source` (the file name as given), `reason`, `line` (1-based, text formats) and `address` (the
     flash address concerned), either None when it does not apply.
     """
+    exit_code = exit_status.USAGE
 
     def __init__(self, source: str, reason: str, line: Optional[int] = None, address: Optional[int] = None):
         self.source = source
@@ -466,3 +468,53 @@ def _elf_pieces(source: str, content: bytes) -> Tuple[List[Piece], Optional[int]
     entry = header["e_entry"] or None
     return pieces, entry
 
+
+
+# --- several files in one run -------------------------------------------------------------------------------
+
+def split_placement(argument: str) -> Tuple[str, Optional[int]]:
+    """A file argument and the address it asks for: `app.bin@0x08008000` -> ("app.bin", 0x08008000). A name
+    without `@ADDRESS`, or an existing file whose own name holds an `@`, -> (name, None)."""
+    path, at, where = argument.rpartition("@")
+    if not at or not path or Path(argument).exists():
+        return argument, None
+    try:
+        return path, int(where.replace("_", ""), 0)
+    except ValueError:
+        raise ImageError(argument, f"{where!r} after '@' is not an address (write e.g. app.bin@0x08008000)") from None
+
+
+def combine(images: Sequence[Image]) -> Image:
+    """One image from several files (`f4load boot.hex app.bin@0x08008000`). Two files that place bytes at the
+    same address are an error naming both, even when the bytes agree: that is almost always a wrong address,
+    and it is found here, before the probe is opened."""
+    if len(images) == 1:
+        return images[0]
+    spans = sorted((segment.address, segment.end, image.source) for image in images for segment in image.segments)
+    reach, reach_source = spans[0][1], spans[0][2]
+    for address, end, source in spans[1:]:
+        if address < reach:
+            raise ImageError(source, f"overlaps {reach_source}: both place data at {address:#010x}"
+                                     f"..{min(end, reach) - 1:#010x} (check the @ADDRESS or --address)",
+                             address=address)
+        if end > reach:
+            reach, reach_source = end, source
+    formats = {image.format for image in images}
+    pieces = [Piece(s.address, s.data, image.source) for image in images for s in image.segments]
+    entries = [image.entry for image in images if image.entry is not None]
+    return Image.from_pieces(pieces, " + ".join(image.source for image in images),
+                             entries[0] if entries else None, formats.pop() if len(formats) == 1 else "mixed")
+
+
+def load_images(arguments: Sequence[str], format: Optional[str] = None, address: Optional[int] = None) -> Image:
+    """Load every `FILE[@ADDRESS]` argument (`split_placement`) and `combine` them. `address` places a raw
+    binary given without `@ADDRESS` (one file only: several files say where each goes with @ADDRESS);
+    `format` applies to every file."""
+    if address is not None and len(arguments) > 1:
+        raise ImageError(" ".join(arguments), "--address places one file; with several files put the address "
+                                              "after each raw binary instead (app.bin@0x08008000)")
+    images = []
+    for argument in arguments:
+        path, placed = split_placement(argument)
+        images.append(load_image(path, format=format, address=placed if placed is not None else address))
+    return combine(images)

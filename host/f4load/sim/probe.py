@@ -254,8 +254,10 @@ class SimProbe(DebugProbe):
         self._command(0)
 
     def set_clock(self, frequency: float) -> None:
-        # The link model, not the requested SWD frequency, sets the cost of a transfer.
+        # As an ST-Link: the SWD clock becomes the fastest step of the link model not above the request, and
+        # the data phase of every later command is charged at that clock.
         self._swd_hz = frequency
+        self._link = self.link.at_swd_clock(frequency)
 
     def assert_reset(self, asserted: bool) -> None:
         # NRST low is a pin reset and holds the chip in reset until released (chip.py).
