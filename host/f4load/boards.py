@@ -88,22 +88,26 @@ class BoardResult:
         return f"[{who}] failed (exit {self.exit_code}): {error.splitlines()[0]}"
 
 
-def _worker_report(probe: str, process: subprocess.CompletedProcess) -> BoardResult:  # type: ignore[type-arg]
+def _worker_report(command: str, probe: str,
+                   process: subprocess.CompletedProcess) -> BoardResult:  # type: ignore[type-arg]
     try:
         report = json.loads(process.stdout)
         if not isinstance(report, dict):
             raise ValueError("not an object")
     except ValueError:
+        # A worker that died without its report (killed, crashed): a report of the same shape that says so.
+        from f4load.report import Report
+
         last = (process.stderr or "").strip().splitlines()
-        report = {"command": None, "result": "failed", "exit_code": process.returncode,
-                  "error": {"type": "WorkerError",
-                            "message": f"the worker for {probe} ended without a report (exit {process.returncode})"
-                                       + (f": {last[-1]}" if last else "")},
-                  "probe": {"requested": probe, "uid": None, "description": None}, "target": None}
-    return BoardResult(probe, process.returncode, report)
+        stand_in = Report(command, exit_code=process.returncode or exit_status.FLASH, probe_requested=probe)
+        stand_in.error_override = {"type": "WorkerError",
+                                   "message": f"the worker for {probe} ended without a report "
+                                              f"(exit {process.returncode})" + (f": {last[-1]}" if last else "")}
+        report = stand_in.as_json()
+    return BoardResult(probe, int(report.get("exit_code") or process.returncode), report)
 
 
-def run(argv: Sequence[str], probes: Sequence[str], console: Console) -> int:
+def run(command: str, argv: Sequence[str], probes: Sequence[str], console: Console) -> int:
     """Run the command of `argv` on every probe in parallel; print a line per board and a last line (or one
     JSON document); return the exit status (module docstring)."""
     workers: Dict[str, subprocess.Popen] = {}  # type: ignore[type-arg]
@@ -112,7 +116,8 @@ def run(argv: Sequence[str], probes: Sequence[str], console: Console) -> int:
 
     def wait(probe: str, process: subprocess.Popen) -> None:  # type: ignore[type-arg]
         stdout, stderr = process.communicate()
-        result = _worker_report(probe, subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
+        finished = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+        result = _worker_report(command, probe, finished)
         with lock:
             results[probe] = result
             if console.talk:
@@ -148,7 +153,7 @@ def run(argv: Sequence[str], probes: Sequence[str], console: Console) -> int:
     failed = [r for r in ordered if not r.ok]
     if console.as_json:
         console.result(json.dumps({
-            "f4load": __version__, "format": 1, "command": ordered[0].report.get("command") if ordered else None,
+            "f4load": __version__, "format": 1, "command": command,
             "result": "ok" if status == exit_status.OK else "failed", "exit_code": status,
             "boards": {r.uid: r.report for r in ordered}, "failed": [r.uid for r in failed]}, indent=2))
     elif not console.quiet:

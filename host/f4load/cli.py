@@ -22,7 +22,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, NoReturn, Optional, Sequence, TypeVar
 
 import click
 
@@ -364,7 +364,6 @@ class Command:
                 boards = probes.expand(self.settings.probes)
                 if len(boards) > 1:
                     self._run_boards(report, boards)
-                    return
                 report.probe_requested = boards[0]
                 if confirm is not None:
                     self.ask(confirm)
@@ -395,13 +394,13 @@ class Command:
             report.session_virtual_seconds = session.virtual_since_open
             session.close()
 
-    def _run_boards(self, report: Report, boards: List[str]) -> None:
+    def _run_boards(self, report: Report, boards: List[str]) -> NoReturn:
         from f4load import boards as several
         from f4load.errors import UsageError
 
         if self.several_boards_need:
             raise UsageError(f"{len(boards)} boards: {self.several_boards_need}")
-        outcome = several.run(self.invocation.argv, boards, self.console)
+        outcome = several.run(report.command, self.invocation.argv, boards, self.console)
         raise click.exceptions.Exit(outcome)
 
     def finish(self, report: Report) -> None:
