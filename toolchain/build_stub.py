@@ -116,10 +116,10 @@ def compiler_version() -> str:
 
 
 def sources_digest() -> str:
-    """SHA-256 over what the stub is built from: every C source and header in stub/, and the linker script
+    """SHA-256 over what the stub is built from: every C/assembly source and header in stub/, the linker script
     (by file name, line ends as LF so that a checkout with CRLF gives the same digest)."""
     digest = hashlib.sha256()
-    files = sorted(p for p in STUB_DIR.iterdir() if p.suffix in (".c", ".h")) + [LINKER_SCRIPT]
+    files = sorted(p for p in STUB_DIR.iterdir() if p.suffix in (".c", ".h", ".S", ".s")) + [LINKER_SCRIPT]
     for path in files:
         digest.update(path.name.encode() + b"\0" + path.read_bytes().replace(b"\r\n", b"\n") + b"\0")
     return digest.hexdigest()
