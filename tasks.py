@@ -33,7 +33,8 @@ def ci(c):
 
 @task(help={"keep": "also keep the intermediate files (objects, call graphs, map) in this directory"})
 def build_stub(c, keep=""):
-    """Build the RAM stub (stub/ -> host/f4load/stub/f4load_stub.FLM), check it, print the size report."""
+    """Build the RAM stub (stub/ -> host/f4load/stub/f4load_stub.FLM, with f4load_stub.json saying what built
+    it), check it, print the size report."""
     import tempfile
     from pathlib import Path
 
