@@ -22,7 +22,7 @@ def test(c, k="", x=False):
 @task
 def lint(c):
     """ruff over everything, mypy over host/."""
-    c.run(f"{PY} -m ruff check host tests tasks.py examples")
+    c.run(f"{PY} -m ruff check host tests tasks.py examples toolchain setup.py")
     c.run(f"{PY} -m mypy")
 
 
