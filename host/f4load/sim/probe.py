@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
@@ -203,13 +204,28 @@ class SimProbe(DebugProbe):
         LOG.debug("f4sim: opened, link %s, virtual time %.6f s", self._link.name, self._chip.clock.seconds)
 
     def close(self) -> None:
+        """Save the chip to its state directory and release it.
+
+        A failed save is the session's failure (state.SimSaveError, one line naming the file): the flash the
+        session wrote is lost. It is raised - not as a pyocd error, which pyocd's Session.close would log and
+        swallow - so `pyocd` exits 1 and `f4load` with the probe class' status. When close runs because
+        another error is already on its way out (a failed flash, an interrupt), that error stays the one
+        reported and the failed save is logged beside it.
+        """
         if self._open_chip is None:
             return
+        another_error = sys.exc_info()[1] is not None
         open_chip, self._open_chip = self._open_chip, None
         chip, self._chip = open_chip.chip, None
         self._is_open = self._is_connected = False
         self._memory_interface = None
-        open_chip.save_and_release()
+        try:
+            open_chip.save_and_release()
+        except Exception as error:
+            if not another_error:
+                raise
+            LOG.error("%s", error)
+            return
         LOG.debug("f4sim: closed after %d commands, virtual time %.6f s", self.commands, chip.clock.seconds)
 
     def _choose_link(self) -> LinkModel:
@@ -474,7 +490,8 @@ class _OpenChip:
         try:
             sim_state.save_state(self.chip.to_state(), self.directory)
         except sim_state.SimStateError as error:
-            raise exceptions.ProbeError(f"f4sim: {error}") from None
+            raise sim_state.SimSaveError(f"f4sim: {error}: the virtual chip was not saved, this session's changes "
+                                         f"to its flash and option bytes are lost") from None
         finally:
             self._lock.release()
 

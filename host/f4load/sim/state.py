@@ -21,6 +21,9 @@ directory, each a state directory of its own with its own unique ID (`board_dir`
 Every file is written to a temporary name in the same directory and renamed over the old one (POSIX rename is
 atomic), so a process killed in the middle of a save leaves each file either old or new, never half written.
 Files are written in the order faults, options, flash, state.json.
+A save that fails (a file cannot be written or renamed: directory removed, disk full, file too large) is
+`SimStateError` naming the file; when the probe closes it is `SimSaveError`, an error of the session, never a
+success (probe.py).
 
 Only one process at a time may use a chip. `lock_state()` takes an exclusive `fcntl.flock` on `lock` and
 keeps it until `release()` (or until the process ends: the kernel drops the lock of a dead process, so a
@@ -44,7 +47,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Dict, Iterator, Optional, Union
 
+from f4load import exit_status
 from f4load import registers as reg
+from f4load.errors import F4LoadError
 from f4load.part import KB
 from f4load.sim.faults import FAULTS_ENV, Faults, FaultSpecError, parse_fault_spec
 from f4load.sim.flash import OptionBytes
@@ -78,8 +83,18 @@ BOARD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-class SimStateError(Exception):
-    """The state directory cannot be used as it is. The message is one line and names the file."""
+class SimStateError(F4LoadError):
+    """The state directory cannot be used as it is. The message is one line and names the file.
+
+    For `f4load` it is a failure of the (virtual) probe: exit status 3 (f4load.exit_status.PROBE)."""
+    exit_code = exit_status.PROBE
+
+
+class SimSaveError(SimStateError):
+    """The chip's state could not be written when the probe closed (the directory was removed, the disk is
+    full, a file cannot be replaced...): what the session did to the virtual flash and option bytes is lost,
+    so the session did not succeed. Raised by the probe's close (sim/probe.py); deliberately not a pyocd error,
+    which pyocd's `Session.close` would swallow."""
 
 
 # ---------------------------------------------------------------------------------------------------------
