@@ -352,11 +352,17 @@ class F4LoadFlashBuilder(FlashBuilder):
     (read: no memory at 0x08080000)"), or, without smart flash, after erasing.
     """
 
+    _part_size: Optional[int] = None  # F_SIZE in bytes, read once per builder (pyocd adds a HEX file's
+    # segments one call each)
+
     def add_data(self, addr: int, data: Any) -> None:
         flash = self.flash
-        size = flash.part_flash_size() if isinstance(flash, F4LoadFlash) and len(data) else None
-        if size is not None and addr + len(data) > FLASH_START + size:
-            raise exceptions.FlashFailure(too_large_message(addr, len(data), size, flash.target))
+        if len(data) and isinstance(flash, F4LoadFlash):
+            if self._part_size is None:
+                self._part_size = flash.part_flash_size()
+            size = self._part_size
+            if size is not None and addr + len(data) > FLASH_START + size:
+                raise exceptions.FlashFailure(too_large_message(addr, len(data), size, flash.target))
         super().add_data(addr, data)
 
 
