@@ -687,6 +687,8 @@ class Session:
             LOG.warning("could not leave the target in a known state: %s", _one_line(error))
         try:
             session.close()
+        except F4LoadError:
+            raise  # the work failed after all, e.g. the virtual chip's state not saved (f4load.sim.state.SimSaveError)
         except Exception as error:  # noqa: BLE001
             LOG.warning("closing the probe failed: %s", _one_line(error))
 

@@ -110,8 +110,6 @@ def test_f4load_sim_exits_1_naming_the_file_it_could_not_write(saved_chip, comma
 
 
 # --- f4load --------------------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="f4load.session.Session.close logs every probe close failure as a warning; "
-                                       "it must let state.SimSaveError through (lead: session.py, see the report)")
 def test_f4load_exits_with_the_probe_status_naming_the_file(saved_chip, app):
     result = run("f4load", "--probe", "sim", str(app), "-q", state=saved_chip)
     assert result.returncode == exit_status.PROBE, result.stderr
