@@ -22,7 +22,7 @@ def test(c, k="", x=False):
 @task
 def lint(c):
     """ruff over everything, mypy over host/."""
-    c.run(f"{PY} -m ruff check host tests tasks.py")
+    c.run(f"{PY} -m ruff check host tests tasks.py examples toolchain setup.py")
     c.run(f"{PY} -m mypy")
 
 
@@ -33,7 +33,8 @@ def ci(c):
 
 @task(help={"keep": "also keep the intermediate files (objects, call graphs, map) in this directory"})
 def build_stub(c, keep=""):
-    """Build the RAM stub (stub/ -> host/f4load/stub/f4load_stub.FLM), check it, print the size report."""
+    """Build the RAM stub (stub/ -> host/f4load/stub/f4load_stub.FLM, with f4load_stub.json saying what built
+    it), check it, print the size report."""
     import tempfile
     from pathlib import Path
 
@@ -86,14 +87,16 @@ def demo(c, link="stlink-v2"):
     sim_state.reset_state(cache)
     print(f"virtual chip (fresh, erased): {cache}")
     env = {"F4LOAD_SIM_STATE": str(cache), "F4LOAD_SIM_LINK": link}
+    # f4load of the interpreter running this task (the venv's), never whatever `f4load` the PATH holds.
+    f4load = f"{PY} -m f4load --probe sim"
     with tempfile.TemporaryDirectory(prefix="f4load-demo-") as tmp:
         elf = Path(tmp) / "blinky.elf"
         c.run(f"arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb -Os -nostdlib -ffreestanding "
               f"-T {root / 'examples/blinky.ld'} {root / 'examples/blinky.c'} -o {elf}", echo=True)
         print("\n# first time: sector 0 is blank, so it is programmed without an erase")
-        c.run(f"f4load --probe sim {elf}", env=env, pty=True, echo=True)
+        c.run(f"{f4load} {elf}", env=env, pty=True, echo=True)
         print("\n# the same file again: the sector's CRC matches, nothing is erased or programmed")
-        c.run(f"f4load --probe sim {elf}", env=env, pty=True, echo=True)
+        c.run(f"{f4load} {elf}", env=env, pty=True, echo=True)
         # A larger sample (deterministic random bytes) in sectors 6-7, so the progress bar means something.
         sample = Path(tmp) / "sample-256k.hex"
         data = random.Random(407).randbytes(256 * 1024)
@@ -101,7 +104,7 @@ def demo(c, link="stlink-v2"):
         hexfile.add_binary(data, address=0x0804_0000)
         sample.write_text(hexfile.as_ihex())
         print("\n# a 256 KB Intel HEX at 0x08040000 (sectors 6 and 7)")
-        c.run(f"f4load --probe sim {sample}", env=env, pty=True, echo=True)
+        c.run(f"{f4load} {sample}", env=env, pty=True, echo=True)
 
 
 @task(help={"link": "link model of the virtual probe (default stlink-v2)",

@@ -2,6 +2,12 @@
  * CRC of flash contents by the chip's CRC unit (RM0090 chapter 4): poly 0x04C11DB7, reset value 0xFFFFFFFF,
  * one 32-bit word per write to CRC_DR. Used to verify without reading the flash back over SWD, and to skip
  * sectors whose contents are already right.
+ *
+ * The same unit also gives zlib's CRC-32 (what pyocd's smart flash compares, pyocd/flash/builder.py), which
+ * is the reflected form of the same polynomial (LSB first) with a final xor: feed each little-endian word
+ * bit-reversed (RBIT), so the unit shifts in bit 0 of byte 0 first, as zlib does; then zlib's register is the
+ * unit's bit-reversed, and zlib's result its complement. Trailing bytes (a length not a multiple of 4) go
+ * through zlib's bitwise update in software.
  */
 #include "stub.h"
 
@@ -9,6 +15,34 @@
 F4LOAD_EXPORT uint32_t f4load_crc;
 
 #define CRC_WORDS_PER_REFRESH  0x4000u   /* 64 KB: about 8 ms at 16 MHz */
+#define ZLIB_CRC32_POLY        0xEDB88320u  /* 0x04C11DB7 bit-reversed: zlib's polynomial, LSB first */
+
+static inline uint32_t bit_reversed(uint32_t x)
+{
+    uint32_t r;
+    __asm("rbit %0, %1" : "=r"(r) : "r"(x));
+    return r;
+}
+
+/* Clock the CRC unit and reset it; returns RCC_AHB1ENR as found, for crc_unit_result(). */
+static uint32_t crc_unit_start(void)
+{
+    uint32_t enr = RCC_AHB1ENR;
+    RCC_AHB1ENR = enr | RCC_AHB1ENR_CRCEN;
+    (void)RCC_AHB1ENR;  /* read back: the clock is running before the first CRC access (RM0090 7.3) */
+    CRC_CR = CRC_CR_RESET;
+    return enr;
+}
+
+/* CRC_DR, then the clock as the application had it. */
+static uint32_t crc_unit_result(uint32_t enr)
+{
+    uint32_t crc = CRC_DR;
+    if (!(enr & RCC_AHB1ENR_CRCEN)) {
+        RCC_AHB1ENR = enr;
+    }
+    return crc;
+}
 
 /*
  * CRC of `words` words from `address`: returned, and kept in f4load_crc. Four words per loop iteration (one
@@ -17,10 +51,7 @@ F4LOAD_EXPORT uint32_t f4load_crc;
  */
 uint32_t crc_unit_words(uint32_t address, uint32_t words)
 {
-    uint32_t enr = RCC_AHB1ENR;
-    RCC_AHB1ENR = enr | RCC_AHB1ENR_CRCEN;
-    (void)RCC_AHB1ENR;  /* read back: the clock is running before the first CRC access (RM0090 7.3) */
-    CRC_CR = CRC_CR_RESET;
+    uint32_t enr = crc_unit_start();
     const uint32_t *p = (const uint32_t *)address;
     const uint32_t *const end = p + words;
     while (p < end) {
@@ -38,10 +69,31 @@ uint32_t crc_unit_words(uint32_t address, uint32_t words)
             CRC_DR = *p++;
         }
     }
-    uint32_t crc = CRC_DR;
+    uint32_t crc = crc_unit_result(enr);
     f4load_crc = crc;
-    if (!(enr & RCC_AHB1ENR_CRCEN)) {
-        RCC_AHB1ENR = enr;  /* leave the clock as the application had it */
-    }
     return crc;
+}
+
+/* zlib's crc32() of the `size` bytes at the word-aligned `address` (see the top of this file). */
+uint32_t zlib_crc32(uint32_t address, uint32_t size)
+{
+    uint32_t enr = crc_unit_start();
+    const uint32_t *word = (const uint32_t *)address;
+    uint32_t words = size / 4u;
+    for (uint32_t i = 0u; i < words; i++) {
+        if ((i & (CRC_WORDS_PER_REFRESH - 1u)) == 0u) {
+            watchdog_refresh();
+        }
+        CRC_DR = bit_reversed(word[i]);
+    }
+    uint32_t reg = bit_reversed(crc_unit_result(enr));  /* zlib's register, before its final xor */
+    const uint8_t *p = (const uint8_t *)(address + words * 4u);
+    const uint8_t *const end = (const uint8_t *)(address + size);
+    while (p < end) {
+        reg ^= *p++;
+        for (uint32_t bit = 0u; bit < 8u; bit++) {
+            reg = (reg >> 1) ^ (ZLIB_CRC32_POLY & (0u - (reg & 1u)));
+        }
+    }
+    return ~reg;
 }

@@ -44,6 +44,11 @@
  *       CRC of the words at [adr, adr+sz) by the CRC unit (poly 0x04C11DB7, init 0xFFFFFFFF, 32-bit words
  *       as read little-endian, no reflection, no final xor); adr and sz multiples of 4, inside main flash.
  *       0 on success with the CRC in `f4load_crc`, else a result code.
+ *   uint32_t ZlibCrc(uint32_t ranges, uint32_t count)
+ *       zlib's crc32() (CRC-32: reflected, init and final xor 0xFFFFFFFF) of each of the `count` struct
+ *       f4load_zlib_crc at `ranges`, by the CRC unit: what pyocd's smart flash compares (its "analyzer").
+ *       Each address a multiple of 4 inside main flash, any size. 0 with every crc32 filled in, else the
+ *       result code of the first bad range (the ranges before it are filled in).
  *
  * Symbols the host reads or writes (offsets in the blob come from the ELF, see stub_image.py):
  *   f4load_config  uint32_t                 config word, written by the host before Init
@@ -113,11 +118,13 @@
 #define F4LOAD_OP_BLANK_CHECK       7
 #define F4LOAD_OP_CRC               8
 #define F4LOAD_OP_STREAM            9
+#define F4LOAD_OP_ZLIB_CRC          10
 
 /* DETAIL for F4LOAD_KIND_BAD_ARGUMENT. */
 #define F4LOAD_ARG_NOT_FLASH        1   /* the address is not in main flash (0x0800_0000..) */
 #define F4LOAD_ARG_NOT_SECTOR_START 2   /* EraseSector needs the first address of a sector */
-#define F4LOAD_ARG_ALIGNMENT        3   /* Crc needs word-aligned address and size */
+#define F4LOAD_ARG_ALIGNMENT        3   /* Crc needs word-aligned address and size, ZlibCrc a word-aligned
+                                           address */
 #define F4LOAD_ARG_WRAPS            4   /* adr + sz wraps around the 32-bit address space */
 #define F4LOAD_ARG_BAD_QUEUE        5   /* Stream: the queue has no F4LOAD_QUEUE_MAGIC, or a slot's seq is not
                                            the command the stub expects */
@@ -166,6 +173,13 @@ struct f4load_error {
     uint32_t cfsr;          /* LOCKED: SCB CFSR after the key writes (a bus fault is the wrong-key symptom) */
     uint32_t flash_size;    /* bytes of main flash, from F_SIZE at Init */
     uint32_t failures;      /* number of failures since Init */
+};
+
+/* ZlibCrc's ranges: the host writes address and size, the stub crc32. */
+struct f4load_zlib_crc {
+    uint32_t address;       /* first byte, a multiple of 4, in main flash */
+    uint32_t size;          /* bytes, any number */
+    uint32_t crc32;         /* written by the stub: zlib's crc32() of the bytes */
 };
 
 /* ---------------------------------------------------------------------------------------------------------

@@ -97,6 +97,7 @@ void stub_copy_error(volatile struct f4load_error *to);
 
 /* crc.c */
 uint32_t crc_unit_words(uint32_t address, uint32_t words);   /* returns the CRC, also in f4load_crc */
+uint32_t zlib_crc32(uint32_t address, uint32_t size);        /* zlib's crc32() of bytes at a word address */
 
 #pragma GCC visibility pop
 

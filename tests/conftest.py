@@ -16,7 +16,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 # Environment variables of the virtual chip; a test starts with none of them set except those it chooses.
-SIM_ENV_VARS = ("F4LOAD_SIM_STATE", "F4LOAD_SIM_LINK", "F4LOAD_SIM_FAULTS")
+SIM_ENV_VARS = ("F4LOAD_SIM_STATE", "F4LOAD_SIM_LINK", "F4LOAD_SIM_FAULTS", "F4LOAD_PROBE")
 
 
 @pytest.fixture
@@ -102,10 +102,11 @@ def peer_flm() -> Path:
 
 @pytest.fixture
 def chip(sim_state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A fresh virtual chip on the ideal link (function only, no link cost), for tests of the `f4load` command line.
-    The command line configures the pyocd and f4load loggers as a program would; they are put back afterwards for
-    the tests that follow."""
+    """A fresh virtual chip on the ideal link (function only, no link cost), for tests of the `f4load` command line,
+    chosen as the default probe (F4LOAD_PROBE=sim) as a user without a board would. The command line configures
+    the pyocd and f4load loggers as a program would; they are put back afterwards for the tests that follow."""
     monkeypatch.setenv("F4LOAD_SIM_LINK", "ideal")
+    monkeypatch.setenv("F4LOAD_PROBE", "sim")
     loggers = [logging.getLogger(name) for name in ("pyocd", "f4load")]
     saved = [(lg.level, lg.propagate, list(lg.handlers)) for lg in loggers]
     yield sim_state_dir

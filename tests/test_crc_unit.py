@@ -9,10 +9,14 @@ from pathlib import Path
 
 from click.testing import CliRunner, Result
 
+from f4load import exit_status
 from f4load.cli import cli
 from f4load.part import KB
 from f4load.sim import faults
 from f4load.sim.state import load_state
+
+EXIT_FOR_VERDICT = {"ok": exit_status.OK, "warning": exit_status.DIAGNOSE_WARNING,
+                    "problem": exit_status.DIAGNOSE_PROBLEM}
 
 
 def f4load(*args: object) -> Result:
@@ -58,8 +62,9 @@ def test_diagnose_reports_the_crc_unit_as_a_finding(chip: Path) -> None:
 
 def diagnosis() -> dict:
     result = f4load("diagnose", "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)["details"]["diagnosis"]
+    out: dict = json.loads(result.stdout)["details"]["diagnosis"]
+    assert result.exit_code == EXIT_FOR_VERDICT[out["verdict"]], result.output
+    return out
 
 
 def check_named(result: dict, name: str) -> dict:

@@ -13,7 +13,7 @@ from typing import Any, Dict
 
 from click.testing import CliRunner, Result
 
-from f4load.cli import EXIT_FLASH, cli
+from f4load.cli import EXIT_DIAGNOSE_PROBLEM, EXIT_DIAGNOSE_WARNING, EXIT_FLASH, EXIT_OK, cli
 from f4load.part import KB
 from f4load.sim import faults
 from f4load.sim.state import load_state
@@ -23,10 +23,14 @@ def f4load(*args: object, input: str = "") -> Result:
     return CliRunner().invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
 
 
+# The exit status gates a production line: 0 only when nothing was found.
+EXIT_FOR_VERDICT = {"ok": EXIT_OK, "warning": EXIT_DIAGNOSE_WARNING, "problem": EXIT_DIAGNOSE_PROBLEM}
+
+
 def diagnosis(*args: object) -> Dict[str, Any]:
     result = f4load("diagnose", "--json", *args)
-    assert result.exit_code == 0, result.output
     out: Dict[str, Any] = json.loads(result.stdout)["details"]["diagnosis"]
+    assert result.exit_code == EXIT_FOR_VERDICT[out["verdict"]], result.output
     return out
 
 
@@ -48,6 +52,14 @@ def test_healthy_chip_gets_a_clean_bill(chip: Path) -> None:
     result = diagnosis()
     assert result["verdict"] == "ok" and result["causes"] == [] and result["fix"] is None
     assert all(c["verdict"] == "ok" for c in result["checks"])
+    assert f4load("diagnose").exit_code == EXIT_OK
+
+
+def test_a_write_protected_chip_fails_the_production_gate(chip: Path) -> None:
+    faults.inject(chip, "wrp=0-3")
+    result = f4load("diagnose")
+    assert result.exit_code == EXIT_DIAGNOSE_PROBLEM, result.output
+    assert "verdict: problem - most likely cause: write protection" in result.stdout
 
 
 def test_healthy_chip_trial_erase_takes_the_datasheet_time(chip: Path) -> None:
@@ -169,6 +181,6 @@ def test_clone_identity(chip: Path) -> None:
 def test_text_output_lists_the_checklist_and_the_fix(chip: Path) -> None:
     faults.inject(str(chip), "wrp=0-3")
     result = f4load("diagnose")
-    assert result.exit_code == 0
+    assert result.exit_code == EXIT_DIAGNOSE_PROBLEM
     assert "[ problem ] write protection: sectors 0-3 write-protected" in result.stdout
     assert "fix: f4load unprotect 0-3" in result.stdout

@@ -11,13 +11,15 @@ from typing import Any, Dict
 
 from click.testing import CliRunner, Result
 
-from f4load import journal
+from f4load import exit_status, journal
 from f4load.cli import EXIT_LINK, cli
 from f4load.image import load_image
 from f4load.session import LinkError, Session
 from f4load.sim import faults
 
 KB = 1024
+EXIT_FOR_VERDICT = {"ok": exit_status.OK, "warning": exit_status.DIAGNOSE_WARNING,
+                    "problem": exit_status.DIAGNOSE_PROBLEM}
 UNIQUE_ID = bytes.fromhex("35001f000731304d49533446")  # the virtual chip's
 
 
@@ -27,8 +29,8 @@ def f4load(*args: object) -> Result:
 
 def diagnosis(*args: object) -> Dict[str, Any]:
     result = f4load("diagnose", "--json", *args)
-    assert result.exit_code == 0, result.output
     out: Dict[str, Any] = json.loads(result.stdout)["details"]["diagnosis"]
+    assert result.exit_code == EXIT_FOR_VERDICT[out["verdict"]], result.output
     return out
 
 

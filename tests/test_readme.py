@@ -17,3 +17,9 @@ def test_readme_opens_with_setup_and_demo_then_setup_and_tests():
 def test_ci_runs_the_readmes_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert _readme_commands()[1] in ci.splitlines()
+
+
+def test_ci_runs_the_readmes_demo_command_without_a_venv_on_path():
+    ci = (ROOT / ".ci" / "run").read_text()
+    line = next(line for line in ci.splitlines() if _readme_commands()[0] in line)
+    assert line.startswith("env -u VIRTUAL_ENV PATH=") and "bash -c" in line

@@ -23,8 +23,8 @@ EXIT_LINK = 4  # docs/cli.md: target reset or link lost mid-operation
 def run_f4load(state: Path, *args: str) -> subprocess.CompletedProcess:
     env: Dict[str, str] = dict(os.environ, F4LOAD_SIM_STATE=str(state), F4LOAD_SIM_LINK="ideal")
     env.pop("F4LOAD_SIM_FAULTS", None)
-    return subprocess.run([sys.executable, "-m", "f4load.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=120, stdin=subprocess.DEVNULL)
+    return subprocess.run([sys.executable, "-m", "f4load", "--probe", "sim", *args], env=env, capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL)
 
 
 def flash_holds(state: Path, image: bytes, address: int = FLASH_START) -> bool:

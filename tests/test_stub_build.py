@@ -1,15 +1,23 @@
 """The RAM stub's build: reproducible, position independent, within budget, and loadable by pyocd.
 
 The stub is built once per session into a temporary directory (it takes about a second) and compared with the
-artifact shipped inside the package.
+artifact shipped inside the package: byte for byte with the compiler recorded in f4load_stub.json; with another
+compiler (another GCC generates other code) the fresh build must pass the stub's functional tests instead, and
+the run says, as a warning in pytest's summary, which compiler gives byte identity.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
+import warnings
+from importlib import resources
 from pathlib import Path
+from typing import Dict, Iterator, Sequence
 
 import pytest
 from elftools.elf.elffile import ELFFile
@@ -17,6 +25,7 @@ from elftools.elf.relocation import RelocationSection
 from pyocd.core.memory_map import RamRegion
 from pyocd.target.pack.flash_algo import PackFlashAlgo
 
+import f4load
 from f4load import part, protocol
 from f4load.crc import stm32_crc32
 from f4load.sim.chip import REGSEL_LR, REGSEL_PC, REGSEL_SP, REGSEL_XPSR, Chip
@@ -30,10 +39,44 @@ import build_stub  # noqa: E402  (toolchain/ is not a package)
 
 PEER_FLM = Path(os.environ.get("F4LOAD_PEER_FLM", str(REPO / ".." / "shared" / "peers" / "STM32F4xx_2048.FLM")))
 
+# The tests that run the stub itself: alone on the virtual chip, under f4load's streaming host, under pyocd.
+FUNCTIONAL_TESTS = ("tests/test_stub_silicon_rules.py", "tests/test_stream.py", "tests/test_program_random.py",
+                    "tests/test_pyocd_algo.py", "tests/test_pyocd_faults.py")
+
+
+class StubCompilerNotice(UserWarning):
+    """This machine's compiler is not the one that built the shipped stub: checked by function, not by bytes."""
+
 
 @pytest.fixture(scope="session")
 def built(tmp_path_factory: pytest.TempPathFactory) -> build_stub.BuildResult:
     return build_stub.build(tmp_path_factory.mktemp("stub"))
+
+
+@pytest.fixture(scope="session")
+def other_code(tmp_path_factory: pytest.TempPathFactory) -> Iterator[build_stub.BuildResult]:
+    """A stub whose code differs from the shipped one's, from the same sources: what another GCC version makes.
+    No other compiler is installed here, so this compiler stands in for one, told not to inline (-fno-inline):
+    other instructions, other offsets, a deeper stack, the same behaviour."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(build_stub, "CFLAGS", [*build_stub.CFLAGS, "-fno-inline"])
+        yield build_stub.build(tmp_path_factory.mktemp("other-code"))
+
+
+def _environment_with_stub(stub: build_stub.BuildResult, work: Path) -> Dict[str, str]:
+    """Environment in which `import f4load` gives a copy of the package carrying `stub` as its shipped stub (the
+    copy first on PYTHONPATH; the checkout and the installed package stay as they are)."""
+    package = work / "overlay" / "f4load"
+    shutil.copytree(Path(f4load.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
+    build_stub.install(stub, package / "stub")
+    path = [str(package.parent), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in path if p)}
+
+
+def _pytest_with_stub(stub: build_stub.BuildResult, tests: Sequence[str], work: Path) -> subprocess.CompletedProcess:
+    """Run `tests` (paths from the repository's top) in a pytest subprocess on `stub` instead of the shipped one."""
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests], cwd=REPO,
+                          env=_environment_with_stub(stub, work), capture_output=True, text=True, timeout=900)
 
 
 def _elf_symbols(data: bytes) -> dict:
@@ -50,8 +93,70 @@ def test_two_builds_in_different_directories_give_identical_bytes(built, tmp_pat
     assert again.artifact.read_bytes() == built.artifact.read_bytes()
 
 
-def test_shipped_stub_is_the_fresh_build(built):
-    assert shipped_elf_bytes() == built.artifact.read_bytes(), "run `invoke build-stub` and commit the result"
+def test_shipped_stub_is_the_fresh_build_or_passes_as_another_compilers(built, tmp_path):
+    comparison = build_stub.compare_with_shipped(built)
+    assert not comparison.stale, comparison.describe()
+    if not comparison.other_compiler:
+        assert shipped_elf_bytes() == built.artifact.read_bytes()
+        return
+    run = _pytest_with_stub(built, FUNCTIONAL_TESTS, tmp_path)
+    assert run.returncode == 0, f"the stub built by {built.compiler} fails the stub's tests:\n{run.stdout[-6000:]}"
+    warnings.warn(StubCompilerNotice(comparison.describe()), stacklevel=1)
+
+
+def test_shipped_record_says_which_compiler_built_the_shipped_stub(built):
+    record = json.loads(resources.files("f4load.stub").joinpath(build_stub.RECORD_NAME).read_text())
+    assert record["sha256"] == hashlib.sha256(shipped_elf_bytes()).hexdigest()
+    assert record["compiler"].startswith("arm-none-eabi-gcc")
+    assert (record["cflags"], record["ldflags"]) == (list(built.cflags), list(built.ldflags))
+    assert record["sources_sha256"] == build_stub.sources_digest() == built.sources_sha256
+
+
+def test_stub_of_another_compiler_is_held_to_function_not_to_bytes(built, other_code, tmp_path):
+    """The shipped stub as another compiler made it: its FLM, its record naming that compiler."""
+    shipped = tmp_path / "shipped"
+    shutil.copytree(build_stub.PACKAGE_STUB_DIR, shipped, ignore=shutil.ignore_patterns("__pycache__"))
+    record = {**build_stub.read_record(shipped), "compiler": "arm-none-eabi-gcc (Arm GNU Toolchain 14.2.Rel1) 14.2.1",
+              "sha256": hashlib.sha256(other_code.artifact.read_bytes()).hexdigest()}
+    shutil.copyfile(other_code.artifact, shipped / build_stub.ARTIFACT_NAME)
+    (shipped / build_stub.RECORD_NAME).write_text(json.dumps(record))
+
+    comparison = build_stub.compare_with_shipped(built, shipped)
+    assert comparison.other_compiler and not comparison.identical and not comparison.stale
+    assert "built by `arm-none-eabi-gcc (Arm GNU Toolchain 14.2.Rel1) 14.2.1`" in comparison.describe()
+    assert f"this machine has `{built.compiler}`" in comparison.describe()
+
+
+def test_other_bytes_from_the_recorded_compiler_mean_a_stale_stub(built, other_code):
+    shipped = other_code.artifact.read_bytes()
+    record = {**built.record(), "sha256": hashlib.sha256(shipped).hexdigest()}
+    comparison = build_stub.compare(shipped, record, built.artifact.read_bytes(), built.record())
+    assert comparison.stale and not comparison.other_compiler
+    assert "Run `invoke build-stub`" in comparison.describe()
+
+
+def test_changed_sources_flags_or_record_mean_a_stale_stub_whatever_the_compiler(built):
+    shipped = built.artifact.read_bytes()
+    other = {**built.record(), "compiler": "arm-none-eabi-gcc (Ubuntu 13.2.rel1-2) 13.2.1 20231009"}
+    changes = {"stub/ or toolchain/stub.ld changed": {"sources_sha256": "0" * 64},
+               "cflags changed": {"cflags": other["cflags"][:-1]},
+               "does not describe the shipped": {"sha256": "0" * 64}}
+    for reason, change in changes.items():
+        comparison = build_stub.compare(shipped, {**other, **change}, shipped, built.record())
+        assert reason in " ".join(comparison.stale) and not comparison.other_compiler, reason
+
+
+def test_the_functional_tests_run_on_the_stub_they_are_given(other_code, tmp_path):
+    """What another compiler's build goes through, here for a stub with other code: the tests really load it."""
+    env = _environment_with_stub(other_code, tmp_path / "probe")
+    loaded = subprocess.run([sys.executable, "-c", "from f4load.stub_image import shipped_elf_bytes as b; "
+                             "import hashlib; print(hashlib.sha256(b()).hexdigest())"],
+                            env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == hashlib.sha256(other_code.artifact.read_bytes()).hexdigest() != \
+        hashlib.sha256(shipped_elf_bytes()).hexdigest()
+    run = _pytest_with_stub(other_code, FUNCTIONAL_TESTS[:1], tmp_path / "run")
+    assert run.returncode == 0, run.stdout[-6000:]
+    assert " passed" in run.stdout
 
 
 def test_shipped_protocol_header_is_the_stub_header():

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from click.testing import CliRunner, Result
 
+from f4load import exit_status
 from f4load.cli import EXIT_FLASH, EXIT_LINK, EXIT_USAGE, cli
 from f4load.part import KB
 from f4load.sim import faults
@@ -36,7 +37,7 @@ def holds(chip: Path, data: bytes) -> bool:
 def test_diagnose_trial_erase_finds_the_supply_cannot_deliver_the_x32_current(chip: Path) -> None:
     faults.inject(str(chip), "weak-supply=150")
     result = f4load("diagnose", "--trial-erase", 1, "--yes")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == exit_status.DIAGNOSE_PROBLEM, result.output
     assert "[ problem ] trial erase: the supply cannot deliver the x32 erase current: the erase of sector 1 reset " \
            "the chip (brown-out) at x32 and passed at x8" in result.stdout
     verdict = result.stdout.splitlines()[-2:]

@@ -15,15 +15,22 @@ Steps (`build(out_dir)`; `invoke build-stub` calls it and installs the result in
 
 Reproducible: no debug info, no build id, no timestamps, sources compiled by relative name with
 `-ffile-prefix-map`, so the same sources and compiler give byte-identical output in any directory.
+
+`install()` also writes `f4load_stub.json` beside the FLM: the compiler that built it (first line of
+`arm-none-eabi-gcc --version`), the flags, a SHA-256 of the sources and one of the FLM. `compare_with_shipped()`
+holds a fresh build against the shipped stub: the same sources and flags always, the same bytes when the
+compiler is the recorded one (another GCC generates other code, which the tests then check by function).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Set, Tuple
+from typing import Any, Dict, List, Set, Tuple
 
 from cffi import FFI
 from elftools.elf.elffile import ELFFile
@@ -39,6 +46,7 @@ LINKER_SCRIPT = REPO / "toolchain" / "stub.ld"
 PACKAGE_STUB_DIR = REPO / "host" / "f4load" / "stub"
 ARTIFACT_NAME = "f4load_stub.FLM"
 HEADER_NAME = "f4load_protocol.h"
+RECORD_NAME = "f4load_stub.json"
 
 CC = "arm-none-eabi-gcc"
 OBJCOPY = "arm-none-eabi-objcopy"
@@ -53,6 +61,7 @@ CFLAGS = [
     "-fPIE",                                # text-relative position independence (toolchain/README.md) ...
     "-fno-common",                          # ... with every global defined once, in PrgData
     "-fno-unwind-tables", "-fno-asynchronous-unwind-tables",
+    "-fno-ipa-icf",                         # no folding of identical functions: the call graph stays true
     "-Wall", "-Wextra", "-Werror", "-Wshadow", "-Wconversion", "-Wno-sign-conversion",
     "-fcallgraph-info=su",                  # call graph + frame sizes, for the stack need
 ]
@@ -61,8 +70,8 @@ LDFLAGS = [
     "-nostdlib", "-nostartfiles",           # no crt0, no libc
     "-Wl,--emit-relocs",                    # keep relocations so that the build can check them
     "-Wl,--build-id=none",                  # reproducible
-    "-Wl,--no-warn-rwx-segments",
-]
+]   # (no --no-warn-rwx-segments: binutils before 2.39, as in Ubuntu 22.04, reject it; `_run` shows ld's
+    # "LOAD segment with RWX permissions" warning, printed by Arm's own releases, only with a failing link)
 LIBS = ["-lgcc"]                            # compiler helpers, if a division ever needs one
 
 # Relocation types that stay correct wherever the blob is loaded: branches and PC-relative references.
@@ -85,11 +94,35 @@ class BuildResult:
     stack_need: int          # worst-case stack bytes over the entry points
     stack_path: Tuple[str, ...]  # the call chain that needs it
     compiler: str            # first line of `gcc --version`
+    cflags: Tuple[str, ...]  # the flags it was built with
+    ldflags: Tuple[str, ...]
+    sources_sha256: str      # sources_digest() of what was compiled
+
+    def record(self) -> Dict[str, Any]:
+        """What `install()` writes to f4load_stub.json: how the artifact was made, and its digest."""
+        return {
+            "artifact": ARTIFACT_NAME,
+            "sha256": hashlib.sha256(self.artifact.read_bytes()).hexdigest(),
+            "compiler": self.compiler,
+            "cflags": list(self.cflags),
+            "ldflags": list(self.ldflags),
+            "sources_sha256": self.sources_sha256,
+        }
 
 
 def compiler_version() -> str:
     out = subprocess.run([CC, "--version"], check=True, capture_output=True, text=True).stdout
     return out.splitlines()[0]
+
+
+def sources_digest() -> str:
+    """SHA-256 over what the stub is built from: every C/assembly source and header in stub/, the linker script
+    (by file name, line ends as LF so that a checkout with CRLF gives the same digest)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in STUB_DIR.iterdir() if p.suffix in (".c", ".h", ".S", ".s")) + [LINKER_SCRIPT]
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes().replace(b"\r\n", b"\n") + b"\0")
+    return digest.hexdigest()
 
 
 def _run(args: List[str], cwd: Path) -> None:
@@ -209,6 +242,7 @@ def build(out_dir: Path) -> BuildResult:
     out_dir = Path(out_dir).resolve()
     obj_dir = out_dir / "obj"
     obj_dir.mkdir(parents=True, exist_ok=True)
+    sources = sources_digest()
     prefix_map = f"-ffile-prefix-map={STUB_DIR}=stub"
     objects, ci_files = [], []
     for source in SOURCES:
@@ -227,15 +261,82 @@ def build(out_dir: Path) -> BuildResult:
     _run([OBJCOPY, "--remove-relocations=*", str(linked), str(artifact)], cwd=out_dir)
     image = StubImage.from_elf(artifact.read_bytes())
     check_budget(image)
-    return BuildResult(artifact, image, need, path, compiler_version())
+    return BuildResult(artifact, image, need, path, compiler_version(), cflags=tuple(CFLAGS),
+                       ldflags=(*LDFLAGS, "-T", LINKER_SCRIPT.name, *LIBS), sources_sha256=sources)
 
 
 def install(result: BuildResult, package_dir: Path = PACKAGE_STUB_DIR) -> List[Path]:
-    """Copy the artifact and the protocol header into the Python package (host/f4load/stub/)."""
+    """Copy the artifact and the protocol header into the Python package (host/f4load/stub/), with the
+    record of how the artifact was built."""
     package_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(result.artifact, package_dir / ARTIFACT_NAME)
     shutil.copyfile(STUB_DIR / HEADER_NAME, package_dir / HEADER_NAME)
-    return [package_dir / ARTIFACT_NAME, package_dir / HEADER_NAME]
+    (package_dir / RECORD_NAME).write_text(json.dumps(result.record(), indent=2) + "\n", encoding="ascii")
+    return [package_dir / ARTIFACT_NAME, package_dir / RECORD_NAME, package_dir / HEADER_NAME]
+
+
+def read_record(package_dir: Path = PACKAGE_STUB_DIR) -> Dict[str, Any]:
+    """The shipped f4load_stub.json ({} when there is none)."""
+    try:
+        record = json.loads((package_dir / RECORD_NAME).read_text(encoding="ascii"))
+    except FileNotFoundError:
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+# --- a fresh build against the shipped stub ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Comparison:
+    """A fresh build held against the shipped stub.
+
+    `stale` lists why the shipped stub is not what today's sources build (then `invoke build-stub` is due).
+    Otherwise the shipped stub is either the fresh build byte for byte (`identical`), or was made by another
+    compiler (`other_compiler`): GCC versions generate different code from the same sources, so the fresh build
+    is then checked by running it (the stub's functional tests), and byte identity needs the recorded compiler.
+    """
+    shipped_compiler: str
+    fresh_compiler: str
+    identical: bool
+    stale: Tuple[str, ...]
+
+    @property
+    def other_compiler(self) -> bool:
+        return not self.stale and not self.identical
+
+    def describe(self) -> str:
+        if self.stale:
+            return ("the shipped stub is not the build of today's sources: " + "; ".join(self.stale) +
+                    ". Run `invoke build-stub` and commit host/f4load/stub/.")
+        if self.identical:
+            return f"the fresh build is byte-identical to the shipped stub ({self.fresh_compiler})"
+        return (f"the shipped stub was built by `{self.shipped_compiler}`; this machine has `{self.fresh_compiler}`, "
+                "which generates other code from the same sources and flags. Byte identity is checked only with "
+                "the recorded compiler; the fresh build was checked by the stub's functional tests instead.")
+
+
+def compare(shipped: bytes, shipped_record: Dict[str, Any], fresh: bytes, fresh_record: Dict[str, Any]) -> Comparison:
+    """The shipped stub (its bytes and record) against a fresh build (its bytes and record)."""
+    stale = []
+    if shipped_record.get("sha256") != hashlib.sha256(shipped).hexdigest():
+        stale.append(f"{RECORD_NAME} does not describe the shipped {ARTIFACT_NAME}")
+    if shipped_record.get("sources_sha256") != fresh_record["sources_sha256"]:
+        stale.append("stub/ or toolchain/stub.ld changed since it was built")
+    for key in ("cflags", "ldflags"):
+        if shipped_record.get(key) != fresh_record[key]:
+            stale.append(f"the build's {key} changed since it was built")
+    same_compiler = shipped_record.get("compiler") == fresh_record["compiler"]
+    identical = shipped == fresh
+    if same_compiler and not identical and not stale:
+        stale.append(f"the same compiler ({fresh_record['compiler']}) builds other bytes from the same sources")
+    return Comparison(shipped_compiler=str(shipped_record.get("compiler", "an unrecorded compiler")),
+                      fresh_compiler=str(fresh_record["compiler"]), identical=identical, stale=tuple(stale))
+
+
+def compare_with_shipped(result: BuildResult, package_dir: Path = PACKAGE_STUB_DIR) -> Comparison:
+    """A fresh build (`build()`) against the stub installed in package_dir."""
+    return compare((package_dir / ARTIFACT_NAME).read_bytes(), read_record(package_dir),
+                   result.artifact.read_bytes(), result.record())
 
 
 def size_report(result: BuildResult) -> str:

@@ -18,7 +18,11 @@ def main() -> int:
         text = str(exc) if isinstance(exc, interrupt.Interrupted) else "interrupted"
         sys.stderr.write(f"f4load: error: {text}: nothing was done\n")
         return interrupt.EXIT_STATUS
-    return cli_main()
+    try:
+        return cli_main()
+    except KeyboardInterrupt as exc:  # after the command's own handling, while the process ends
+        sys.stderr.write(f"f4load: error: {exc if isinstance(exc, interrupt.Interrupted) else 'interrupted'}\n")
+        return interrupt.EXIT_STATUS
 
 
 if __name__ == "__main__":

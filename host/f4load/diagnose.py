@@ -222,7 +222,7 @@ def _identity(session: Session, trial_sector: Optional[int]) -> Check:
                f"REV_ID {info.rev_id:#06x} ({rev})",
                f"CPUID {info.cpuid:#010x}" + (" (Cortex-M4 r0p1)" if info.cpuid == CPUID_CORTEX_M4_R0P1 else "")
                if info.cpuid is not None else "CPUID not read",
-               f"flash {info.part.flash_size // KB} KB ({info.part.name}), unique ID {info.unique_id.hex()}",
+               f"flash {info.part.flash_size // KB} KB ({info.part.name}), unique ID {info.unique_id}",
                f"debug ROM table designed by {describe_jep106(info.rom_designer)}"]
     if info.identity_problems:
         details.append(f"the other checks go on with the {info.part.name}'s sector map ({info.part.flash_size // KB} "

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import List, Optional, Sequence, Tuple
 
-from f4load import part, protocol
+from f4load import exit_status, part, protocol
 from f4load.protocol import ErrorRecord, ResultCode
 
 # Operations (the OP field) that erase or program, for callers that map a code onto their own error types.
@@ -48,7 +48,14 @@ def describe(code: int, record: Optional[ErrorRecord] = None, address: Optional[
 
 
 class F4LoadError(Exception):
-    """Base of every error f4load reports to its user as one line (no traceback)."""
+    """Base of every error f4load reports to its user as one line (no traceback). `exit_code` is the
+    command line's exit status for it (f4load.exit_status, docs/cli.md)."""
+    exit_code = exit_status.FLASH
+
+
+class DeclinedError(F4LoadError):
+    """The user answered no at a prompt (e.g. `rdp 0`'s mass erase): nothing was done."""
+    exit_code = exit_status.DECLINED
 
 
 # --- the session family: one class per kind of failure, each with the exit status the command line uses ----
@@ -56,42 +63,42 @@ class F4LoadError(Exception):
 class SessionError(F4LoadError):
     """A failure of the session step, reported as one line (or a few, for flash errors). `exit_code` is the
     command line's exit status for this class of failure (docs/cli.md)."""
-    exit_code = 1
+    exit_code = exit_status.FLASH
 
 
 class UsageError(SessionError):
     """The request does not fit the detected target (a sector it does not have, a range outside memory)."""
-    exit_code = 2
+    exit_code = exit_status.USAGE
 
 
 class ConnectError(SessionError):
     """No probe, no target, or the probe/target refused the connection."""
-    exit_code = 3
+    exit_code = exit_status.PROBE
 
 
 class TargetIdentityError(SessionError):
     """The target is not an STM32F405/407/415/417 (DBGMCU_IDCODE, F_SIZE)."""
-    exit_code = 3
+    exit_code = exit_status.PROBE
 
 
 class ProtectionError(SessionError):
     """Read-out or write protection forbids the request (found before anything was erased)."""
-    exit_code = 1
+    exit_code = exit_status.FLASH
 
 
 class OptionBytesError(SessionError):
     """Option-byte programming failed or did not take (f4load.option_bytes)."""
-    exit_code = 1
+    exit_code = exit_status.FLASH
 
 
 class LinkError(SessionError):
     """The probe lost the target, or the target reset, while f4load was working on it."""
-    exit_code = 4
+    exit_code = exit_status.LINK
 
 
 class VerifyError(SessionError):
     """The flash does not hold what it should. `mismatches`: (address, size, expected CRC, actual CRC)."""
-    exit_code = 5
+    exit_code = exit_status.VERIFY
 
     def __init__(self, message: str, mismatches: Sequence[Tuple[int, int, int, int]] = ()) -> None:
         self.mismatches = list(mismatches)
@@ -111,10 +118,15 @@ class StubError(F4LoadError):
 
     def __init__(self, code: int, record: Optional[ErrorRecord] = None, address: Optional[int] = None) -> None:
         self.code = code
+        self.exit_code = exit_status.VERIFY if self.kind_is_verify(code) else exit_status.FLASH
         self.record = record
         self.result = ResultCode.decode(code)
         self.address = record.address if record is not None else address
         super().__init__(describe(code, record, address))
+
+    @staticmethod
+    def kind_is_verify(code: int) -> bool:
+        return protocol.KIND_NAMES.get(ResultCode.decode(code).kind) == "VERIFY_MISMATCH"
 
     @property
     def operation(self) -> str:

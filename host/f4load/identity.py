@@ -47,7 +47,7 @@ class TargetInfo:
     """What the session found out about the target before doing anything to it."""
     part: Part
     idcode: int
-    unique_id: bytes
+    unique_id: str  # the 96-bit unique ID (RM0090 39.1) as 24 hex digits, bytes in address order
     options: OptionBytes
     vdd: float
     vdd_source: str  # "probe" (measured), "given" (--vdd), "assumed" (the probe does not measure it)
@@ -60,6 +60,10 @@ class TargetInfo:
     # What a strict identification would have refused (read_identity(strict=False), for `f4load diagnose`): the
     # session then goes on with the 512 KB sector map assumed where F_SIZE is not a size of this family.
     identity_problems: Tuple[str, ...] = ()
+
+    @property
+    def unique_id_bytes(self) -> bytes:
+        return bytes.fromhex(self.unique_id)
 
     @property
     def dev_id(self) -> int:

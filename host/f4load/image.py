@@ -27,23 +27,42 @@ zeroed by startup code at run time and has nothing to program. Only ELF32 little
 
 Every check happens here, before the planner runs and so before anything is erased; each failure is one
 `ImageError` line naming the file (and the line or address): a missing, unreadable or empty file, an unknown
-format, a corrupt or truncated record, an ELF without loadable data or for another machine, overlapping data
-that disagrees, data outside main flash (OTP and option bytes are out of scope: f4load programs main flash
-only, RM0090 3.3), and an image too large for the part (`Image.check_fits(part)`).
+format, a file larger than any image for this family can be, a corrupt or truncated record, an ELF without
+loadable data or for another machine, overlapping data that disagrees, data outside main flash (OTP and option
+bytes are out of scope: f4load programs main flash only, RM0090 3.3), and an image too large for the part
+(`Image.check_fits(part)`).
+
+Input is bounded before it is read (`/dev/zero`, a pipe that never ends, a 4 GB file): the first 4 KB decide
+the format, then at most the format's bound is read, refused at once when a regular file's size already
+exceeds it. The bounds follow from the largest main flash of the family, 1 MB (`FAMILY_FLASH_SIZE`):
+
+- `bin`: from the placement address to the end of that 1 MB (1 MB at 0x0800_0000): every byte is data.
+- `ihex`, `srec`: 18 bytes of text per byte of flash, 18 MB: the least dense legal file, one data byte per
+  record (S3: `S306`, 8 address digits, 2 data, 2 checksum, CRLF). Usual files (16 or 32 bytes per record)
+  take 2.4-3 bytes of text per byte.
+- `elf` from a file: no bound on the file, since only the headers and the PT_LOAD segments are read (each
+  checked against main flash first, at most 1 MB in all): debug sections (DWARF, symbols) can be many times
+  the code and are never read.
+- `elf` from a pipe or device: 64 MB, kept in memory to be parsed (pyelftools seeks); for a larger one, give
+  the file itself.
 """
 from __future__ import annotations
 
 import bisect
 import io
+import os
 import re
+import stat
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import BinaryIO, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import bincopy
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from f4load import exit_status
 from f4load.errors import F4LoadError
 from f4load.part import (
     CCM_SIZE,
@@ -64,7 +83,12 @@ from f4load.part import (
 
 # The largest main flash of the family (1 MB, the xG parts): no file may place data beyond it. The detected
 # part may be smaller; that is checked by Image.check_fits(part).
-FAMILY_FLASH_END = FLASH_START + max(p.flash_size for p in PARTS.values())
+FAMILY_FLASH_SIZE = max(p.flash_size for p in PARTS.values())
+FAMILY_FLASH_END = FLASH_START + FAMILY_FLASH_SIZE
+# Input bounds (module docstring): what the format can need to describe FAMILY_FLASH_SIZE bytes of flash.
+SNIFF_BYTES = 4096                  # read first, to choose the format
+TEXT_BYTES_PER_FLASH_BYTE = 18      # HEX/S-record text, one data byte per record (S3 with CRLF)
+ELF_STREAM_LIMIT = 64 * KB * KB     # an ELF that cannot be seeked (a pipe) is read into memory up to this
 OPTION_BYTES_SIZE = 16  # RM0090 3.8: 0x1FFF_C000..0x1FFF_C00F
 ERASED = 0xFF
 
@@ -92,6 +116,7 @@ class ImageError(F4LoadError):
     Fields: `source` (the file name as given), `reason`, `line` (1-based, text formats) and `address` (the
     flash address concerned), either None when it does not apply.
     """
+    exit_code = exit_status.USAGE
 
     def __init__(self, source: str, reason: str, line: Optional[int] = None, address: Optional[int] = None):
         self.source = source
@@ -299,36 +324,54 @@ def load_image(path: Union[str, Path], format: Optional[str] = None, address: Op
     `format`: one of FORMATS (or a FORMAT_ALIASES name, e.g. "hex"), overriding the extension.
     `address`: where a raw binary goes (default 0x0800_0000; only for `bin`).
     `part`: also check that the image fits this part's flash.
-    Raises ImageError (one line, naming the file) for every problem listed in the module docstring.
+    Raises ImageError (one line, naming the file) for every problem listed in the module docstring; never
+    reads more of the file than its format's bound.
     """
     source = str(path)
     if format is not None:
         format = FORMAT_ALIASES.get(format.lower(), format.lower())
         if format not in FORMATS:
             raise ImageError(source, f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")
-    content = _read(source)
-    by_name, by_content = format_for_name(source), sniff_format(content)
-    if format is None and by_name is not None and by_content not in (None, by_name):
-        raise ImageError(source, f"the name says {_FORMAT_NAMES[by_name]} but the content is "
-                                 f"{_FORMAT_NAMES[by_content]}: rename the file or pass format {by_content}")
-    chosen = format or by_name or by_content
-    if chosen is None:
-        raise ImageError(source, "unknown format: the extension is none of "
-                                 f"{' '.join(e for exts in _EXTENSIONS.values() for e in exts)} and the content "
-                                 "is not ELF, Intel HEX or S-record (a raw binary? name it .bin or pass format bin)")
-    if address is not None and chosen != "bin":
-        raise ImageError(source, f"a start address applies to raw binaries only, and this is {_FORMAT_NAMES[chosen]}")
-    if not content:
-        raise ImageError(source, "empty file")
-    if chosen == "bin":
-        start = FLASH_START if address is None else address
-        pieces, entry = [Piece(start, content, "the file")], None
-    elif chosen == "ihex":
-        pieces, entry = _ihex_pieces(source, content)
-    elif chosen == "srec":
-        pieces, entry = _srec_pieces(source, content)
-    else:
-        pieces, entry = _elf_pieces(source, content)
+    with _open_input(source) as (handle, size):
+        head = _read_some(source, handle, SNIFF_BYTES)
+        by_name, by_content = format_for_name(source), sniff_format(head)
+        if format is None and by_name is not None and by_content not in (None, by_name):
+            raise ImageError(source, f"the name says {_FORMAT_NAMES[by_name]} but the content is "
+                                     f"{_FORMAT_NAMES[by_content]}: rename the file or pass format {by_content}")
+        chosen = format or by_name or by_content
+        if chosen is None:
+            raise ImageError(source, "unknown format: the extension is none of "
+                                     f"{' '.join(e for exts in _EXTENSIONS.values() for e in exts)} and the content "
+                                     "is not ELF, Intel HEX or S-record (a raw binary? name it .bin or pass format "
+                                     "bin)")
+        if address is not None and chosen != "bin":
+            raise ImageError(source, f"a start address applies to raw binaries only, and this is "
+                                     f"{_FORMAT_NAMES[chosen]}")
+        if not head:
+            raise ImageError(source, "empty file")
+        if chosen == "elf":
+            if not head.startswith(_ELF_MAGIC):  # before reading on: a stream of zeros is not an ELF
+                raise ImageError(source, f"not a valid ELF file: it does not start with the ELF magic "
+                                         f"({_ELF_MAGIC.hex(' ').upper()})")
+            if size is None:  # a pipe or device: pyelftools must seek, so the file goes into memory
+                limit = ELF_STREAM_LIMIT
+                why = (f"an ELF read from a pipe or device is kept in memory, at most {_amount(limit)}; give the "
+                       "file itself (f4load reads only its headers and loadable segments)")
+                stream: BinaryIO = io.BytesIO(_read_bounded(source, handle, head, size, limit, why))
+            else:
+                handle.seek(0)
+                stream = handle
+            pieces, entry = _elf_pieces(source, stream)
+        else:
+            start = FLASH_START if address is None else address
+            limit, why = _size_bound(chosen, start)
+            content = _read_bounded(source, handle, head, size, limit, why)
+            if chosen == "bin":
+                pieces, entry = [Piece(start, content, "the file")], None
+            elif chosen == "ihex":
+                pieces, entry = _ihex_pieces(source, content)
+            else:
+                pieces, entry = _srec_pieces(source, content)
     image = Image.from_pieces(pieces, source, entry, chosen)
     if not image.segments:
         raise ImageError(source, f"empty image: the {_FORMAT_NAMES[chosen]} file holds no data")
@@ -339,17 +382,70 @@ def load_image(path: Union[str, Path], format: Optional[str] = None, address: Op
     return image
 
 
-def _read(source: str) -> bytes:
+@contextmanager
+def _open_input(source: str) -> Iterator[Tuple[BinaryIO, Optional[int]]]:
+    """The open file and its size in bytes, None when it has none in advance (a pipe, a device, a socket)."""
     path = Path(source)
     if not path.exists():
         raise ImageError(source, "no such file")
     if path.is_dir():
         raise ImageError(source, "is a directory, not a firmware file")
     try:
-        with open(path, "rb") as handle:
-            return handle.read()
+        handle = open(path, "rb")  # noqa: SIM115 - closed below, after the format's reader is done with it
     except OSError as error:
         raise ImageError(source, f"cannot read: {error.strerror or error}") from None
+    with handle:
+        try:
+            info = os.fstat(handle.fileno())
+        except OSError as error:
+            raise ImageError(source, f"cannot read: {error.strerror or error}") from None
+        yield handle, info.st_size if stat.S_ISREG(info.st_mode) else None
+
+
+def _read_some(source: str, handle: BinaryIO, count: int) -> bytes:
+    try:
+        return handle.read(count)
+    except OSError as error:
+        raise ImageError(source, f"cannot read: {error.strerror or error}") from None
+
+
+def _size_bound(format: str, start: int) -> Tuple[int, str]:
+    """The most bytes a `format` file can need for the largest flash of the family, and why, for the error."""
+    if format == "bin":
+        if FLASH_START <= start < FAMILY_FLASH_END:
+            return FAMILY_FLASH_END - start, (f"a raw binary placed at {start:#010x} must end by "
+                                              f"{FAMILY_FLASH_END - 1:#010x}, the end of the largest main flash "
+                                              f"of the family ({_amount(FAMILY_FLASH_SIZE)})")
+        # Placed outside main flash: the first bytes are enough for the error that names the region.
+        return FAMILY_FLASH_SIZE, (f"a raw binary is at most the largest main flash of the family "
+                                   f"({_amount(FAMILY_FLASH_SIZE)})")
+    limit = FAMILY_FLASH_SIZE * TEXT_BYTES_PER_FLASH_BYTE
+    return limit, (f"{_FORMAT_NAMES[format]} text for the largest main flash of the family "
+                   f"({_amount(FAMILY_FLASH_SIZE)}) takes at most {_amount(limit)}, even at one data byte per "
+                   f"record (usual files take 2.4-3 bytes of text per byte)")
+
+
+def _read_bounded(source: str, handle: BinaryIO, head: bytes, size: Optional[int], limit: int, why: str) -> bytes:
+    """The whole file (`head` already read), refused when it is larger than `limit`: from its size when it
+    has one, else after reading one byte more than `limit` (never more)."""
+    if size is not None and size > limit:
+        raise ImageError(source, f"{size:,} bytes ({_amount(size)}), too large: {why}")
+    content = head + _read_some(source, handle, max(0, limit + 1 - len(head)))
+    if len(content) > limit:
+        what = "from a pipe or device" if size is None else "(the file grew while it was read)"
+        raise ImageError(source, f"more than {limit:,} bytes {what}, too large: {why}")
+    return content
+
+
+def _amount(size: int) -> str:
+    """1048576 -> "1 MB", 786432 -> "768 KB", 1000 -> "1000 bytes"."""
+    for unit, name in ((KB * KB * KB, "GB"), (KB * KB, "MB"), (KB, "KB")):
+        if size >= unit and size % unit == 0:
+            return f"{size // unit} {name}"
+    for unit, name in ((KB * KB * KB, "GB"), (KB * KB, "MB"), (KB, "KB")):
+        if size >= unit:
+            return f"{size / unit:.1f} {name}"
+    return f"{size} bytes"
 
 
 def _text_lines(source: str, content: bytes, kind: str) -> Iterator[Tuple[int, str]]:
@@ -437,9 +533,11 @@ def _srec_pieces(source: str, content: bytes) -> Tuple[List[Piece], Optional[int
     return pieces, entry
 
 
-def _elf_pieces(source: str, content: bytes) -> Tuple[List[Piece], Optional[int]]:
+def _elf_pieces(source: str, stream: BinaryIO) -> Tuple[List[Piece], Optional[int]]:
+    """The PT_LOAD segments of the ELF in `stream` (seekable). Only the headers and those segments are read,
+    each after its place in flash is checked, and at most the family's flash size of them in all."""
     try:
-        elf = ELFFile(io.BytesIO(content))
+        elf = ELFFile(stream)
         header = elf.header
     except (ELFError, ValueError, OSError) as error:
         raise ImageError(source, f"not a valid ELF file: corrupt or truncated header ({error})") from None
@@ -449,10 +547,17 @@ def _elf_pieces(source: str, content: bytes) -> Tuple[List[Piece], Optional[int]
         endian = "little" if elf.little_endian else "big"
         raise ImageError(source, f"ELF for {header['e_machine']} ({endian}-endian), not little-endian ARM")
     pieces: List[Piece] = []
+    loadable = 0
     try:
         for index, segment in enumerate(elf.iter_segments()):
             if segment["p_type"] != _PT_LOAD or segment["p_filesz"] == 0:
                 continue
+            _check_in_flash(source, segment["p_paddr"], segment["p_paddr"] + segment["p_filesz"], "elf")
+            loadable += segment["p_filesz"]
+            if loadable > FAMILY_FLASH_SIZE:
+                raise ImageError(source, f"the loadable segments hold more than {_amount(FAMILY_FLASH_SIZE)} "
+                                         f"(segment {index} reaches {loadable:,} bytes), the largest main flash "
+                                         "of the family", address=segment["p_paddr"])
             data = segment.data()
             if len(data) != segment["p_filesz"]:
                 raise ImageError(source, f"segment {index} is truncated: {len(data)} of {segment['p_filesz']} "
@@ -466,3 +571,53 @@ def _elf_pieces(source: str, content: bytes) -> Tuple[List[Piece], Optional[int]
     entry = header["e_entry"] or None
     return pieces, entry
 
+
+
+# --- several files in one run -------------------------------------------------------------------------------
+
+def split_placement(argument: str) -> Tuple[str, Optional[int]]:
+    """A file argument and the address it asks for: `app.bin@0x08008000` -> ("app.bin", 0x08008000). A name
+    without `@ADDRESS`, or an existing file whose own name holds an `@`, -> (name, None)."""
+    path, at, where = argument.rpartition("@")
+    if not at or not path or Path(argument).exists():
+        return argument, None
+    try:
+        return path, int(where.replace("_", ""), 0)
+    except ValueError:
+        raise ImageError(argument, f"{where!r} after '@' is not an address (write e.g. app.bin@0x08008000)") from None
+
+
+def combine(images: Sequence[Image]) -> Image:
+    """One image from several files (`f4load boot.hex app.bin@0x08008000`). Two files that place bytes at the
+    same address are an error naming both, even when the bytes agree: that is almost always a wrong address,
+    and it is found here, before the probe is opened."""
+    if len(images) == 1:
+        return images[0]
+    spans = sorted((segment.address, segment.end, image.source) for image in images for segment in image.segments)
+    reach, reach_source = spans[0][1], spans[0][2]
+    for address, end, source in spans[1:]:
+        if address < reach:
+            raise ImageError(source, f"overlaps {reach_source}: both place data at {address:#010x}"
+                                     f"..{min(end, reach) - 1:#010x} (check the @ADDRESS or --address)",
+                             address=address)
+        if end > reach:
+            reach, reach_source = end, source
+    formats = {image.format for image in images}
+    pieces = [Piece(s.address, s.data, image.source) for image in images for s in image.segments]
+    entries = [image.entry for image in images if image.entry is not None]
+    return Image.from_pieces(pieces, " + ".join(image.source for image in images),
+                             entries[0] if entries else None, formats.pop() if len(formats) == 1 else "mixed")
+
+
+def load_images(arguments: Sequence[str], format: Optional[str] = None, address: Optional[int] = None) -> Image:
+    """Load every `FILE[@ADDRESS]` argument (`split_placement`) and `combine` them. `address` places a raw
+    binary given without `@ADDRESS` (one file only: several files say where each goes with @ADDRESS);
+    `format` applies to every file."""
+    if address is not None and len(arguments) > 1:
+        raise ImageError(" ".join(arguments), "--address places one file; with several files put the address "
+                                              "after each raw binary instead (app.bin@0x08008000)")
+    images = []
+    for argument in arguments:
+        path, placed = split_placement(argument)
+        images.append(load_image(path, format=format, address=placed if placed is not None else address))
+    return combine(images)

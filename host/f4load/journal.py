@@ -20,7 +20,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 import platformdirs
 
@@ -110,8 +110,9 @@ def now_text() -> str:
 class Journal:
     """The journal of the chip with `unique_id` (module docstring)."""
 
-    def __init__(self, unique_id: bytes, directory: Optional[Path] = None) -> None:
-        self.path = (directory if directory is not None else journal_directory()) / f"{unique_id.hex()}.jsonl"
+    def __init__(self, unique_id: Union[bytes, str], directory: Optional[Path] = None) -> None:
+        key = unique_id.hex() if isinstance(unique_id, bytes) else unique_id.lower()
+        self.path = (directory if directory is not None else journal_directory()) / f"{key}.jsonl"
 
     def entries(self) -> List[Entry]:
         """Every entry, oldest first; unreadable lines are skipped."""

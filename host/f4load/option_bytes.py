@@ -39,7 +39,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 from f4load import protocol
 from f4load.errors import OptionBytesError, ProtectionError
 from f4load.part import Part
-from f4load.registers import (
+from f4load.registers import (  # noqa: F401 - BOR_FIELD re-exported
+    BOR_FIELD,
     BOR_LEVEL_NAMES,
     DBGMCU_APB1_FZ,
     DBGMCU_APB1_FZ_DBG_IWDG_STOP,
@@ -71,7 +72,6 @@ from f4load.registers import (
 USER_BITS = 0x0FFF_FFFC
 RDP_LEVEL1 = 0x55  # any value other than 0xAA and 0xCC is level 1; 0x55 is the one ST's tools write
 # BOR_LEV field values by level name (RM0090 3.7.1): 3 = highest threshold.
-BOR_FIELD = {"3": 0b00, "2": 0b01, "1": 0b10, "off": 0b11}
 BOR_THRESHOLD_V = {0b00: 2.70, 0b01: 2.40, 0b10: 2.10, 0b11: 1.80}  # lowest VDD each level keeps the chip out of reset
 
 # Where the wait loop runs: the start of the stub's data buffers (free between streams), SRAM1.

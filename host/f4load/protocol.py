@@ -73,7 +73,7 @@ OP_FUNCTIONS = {
     const("F4LOAD_OP_ERASE_SECTOR"): "EraseSector", const("F4LOAD_OP_ERASE_CHIP"): "EraseChip",
     const("F4LOAD_OP_PROGRAM"): "ProgramPage", const("F4LOAD_OP_VERIFY"): "Verify",
     const("F4LOAD_OP_BLANK_CHECK"): "BlankCheck", const("F4LOAD_OP_CRC"): "Crc",
-    const("F4LOAD_OP_STREAM"): "Stream",
+    const("F4LOAD_OP_STREAM"): "Stream", const("F4LOAD_OP_ZLIB_CRC"): "ZlibCrc",
 }
 
 

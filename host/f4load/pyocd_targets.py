@@ -8,10 +8,13 @@ This module gives pyocd our stub (the shipped FLM, host/f4load/stub/f4load_stub.
 
 - `stub_flash_algo()`: the algo dict, made by pyocd's own `PackFlashAlgo.get_pyocd_flash_algo()` from the
   FLM, with two page buffers of `PAGE_SIZE` bytes at the top of SRAM.
-- `F4LoadFlash`: pyocd's `Flash` plus the two things a generic CMSIS host cannot do - it writes the stub's
-  config word (PSIZE from the probe's supply voltage) before Init, and turns a non-zero result into
-  pyocd's own FlashEraseFailure/FlashProgramFailure whose text says what FLASH_SR said, where
-  (`f4load.errors.StubError`, read from the stub's error record).
+- `F4LoadFlash`: pyocd's `Flash` plus what a generic CMSIS host cannot do - it writes the stub's config word
+  (PSIZE from the probe's supply voltage) before Init; turns a non-zero result into pyocd's own
+  FlashEraseFailure/FlashProgramFailure whose text says what FLASH_SR said, where (`f4load.errors.StubError`,
+  read from the stub's error record); locks FLASH_CR after any failed call (pyocd calls no UnInit then);
+  gives pyocd's smart flash its CRC analyzer (`compute_crcs`, zlib CRC-32 by the chip's CRC unit through the
+  stub's ZlibCrc); and refuses an image that runs past the part's real flash (F_SIZE) before anything is
+  erased (`F4LoadFlashBuilder`).
 - `memory_map_for()` and the target classes: one flash region over the whole main flash with one
   subregion per run of equal sectors (RM0090 Table 5: 4 x 16 KB, 64 KB, 128 KB...), so pyocd loads the
   algorithm once and calls Init once per phase for the whole image; SRAM (SRAM1+SRAM2, 128 KB at
@@ -30,17 +33,19 @@ import io
 import logging
 import math
 from functools import cache
-from typing import Any, Dict, List, Optional, Type
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type
 
 from pyocd.core import exceptions
 from pyocd.core.memory_map import FlashRegion, MemoryMap, RamRegion
 from pyocd.coresight.coresight_target import CoreSightTarget
+from pyocd.coresight.cortex_m import CortexM
+from pyocd.flash.builder import FlashBuilder
 from pyocd.flash.flash import Flash
 from pyocd.target.pack.flash_algo import PackFlashAlgo
 
 from f4load import protocol
 from f4load.errors import StubError
-from f4load.part import CCM_SIZE, CCM_START, FLASH_START, KB, SRAM_SIZE, SRAM_START, Sector, sectors_for
+from f4load.part import CCM_SIZE, CCM_START, F_SIZE, FLASH_START, KB, SRAM_SIZE, SRAM_START, Sector, sectors_for
 from f4load.protocol import ErrorRecord
 from f4load.registers import DBGMCU_APB1_FZ, DBGMCU_APB1_FZ_DBG_IWDG_STOP, DBGMCU_APB1_FZ_DBG_WWDG_STOP, DBGMCU_CR
 from f4load.stub_image import StubImage, shipped_elf_bytes
@@ -55,6 +60,11 @@ PAGE_SIZES = (4 * KB, 8 * KB, 16 * KB)  # what docs/pyocd.md measured
 PAGE_BUFFER_COUNT = 2
 # PackFlashAlgo puts one 32-bit BKPT word before the blob (PackFlashAlgo._FLASH_BLOB_HEADER).
 BLOB_HEADER_SIZE = 4
+# One struct f4load_zlib_crc (address, size, crc32) per range handed to the stub's ZlibCrc.
+ZLIB_CRC_RANGE_WORDS = 3
+
+# pyocd's session option for trusting the analyzer's CRCs (FlashLoader's trust_crc, FlashBuilder's fast_verify).
+TRUST_CRC_OPTION = "fast_program"
 
 # DBGMCU bits not in f4load.registers (RM0090 38.16.2/38.16.3).
 DBGMCU_CR_DBG_SLEEP = 1 << 0
@@ -156,6 +166,10 @@ class F4LoadFlash(Flash):
         self.config_word: Optional[int] = None
         #: the last failure the stub reported (None if none)
         self.last_error: Optional[StubError] = None
+        # pyocd's smart flash compares page CRCs when the flash offers an analyzer; ours is the stub's
+        # ZlibCrc (compute_crcs), not pyocd's analyzer blob, so the algo dict keeps analyzer_supported False.
+        self.use_analyzer = True
+        self._locking = False  # inside lock_flash_cr(): a failing UnInit is reported there, not raised
 
     # --- the config word --------------------------------------------------------------------------------
     @property
@@ -196,16 +210,114 @@ class F4LoadFlash(Flash):
         super()._call_function(pc, r0, r1, r2, r3, init)
 
     def wait_for_completion(self, timeout: Optional[float] = None) -> int:
-        """pyocd's wait, then: a non-zero stub result is raised here as pyocd's own exception type.
+        """pyocd's wait, then: a non-zero stub result is raised here as pyocd's own exception type, after
+        FLASH_CR is locked again.
 
         pyocd would raise the same type one level up with a bare number; raising it here lets the message
-        carry what the stub found. Verify (which returns an address) is never called by pyocd.
+        carry what the stub found. Verify (which returns an address) is never called by pyocd. After any
+        failure - a result code, pyocd's timeout (it halts the core and returns TIMEOUT_ERROR), a core that
+        did not halt - pyocd raises without calling UnInit, which would leave FLASH_CR unlocked: so the
+        stub's UnInit runs here first (`lock_flash_cr`).
         """
-        result = super().wait_for_completion(timeout)
-        # Only the stub's own entry points return result codes (not pyocd's CRC analyzer, for one).
-        if result not in (0, self.TIMEOUT_ERROR) and self._last_entry not in (None, "Verify"):
-            raise self._failure(result)
+        if self._locking:
+            return super().wait_for_completion(timeout)
+        try:
+            result = super().wait_for_completion(timeout)
+        except exceptions.Error:
+            self._after_failure()
+            raise
+        if result == self.TIMEOUT_ERROR:
+            self._after_failure()
+        elif result != 0 and self._last_entry not in (None, "Verify"):
+            # Only the stub's own entry points return result codes.
+            failure = self._failure(result)
+            self._after_failure()
+            raise failure
         return result
+
+    @property
+    def is_initialized(self) -> bool:
+        """pyocd has called Init and not yet UnInit (FLASH_CR unlocked unless Init was for VERIFY)."""
+        return self._active_operation is not None
+
+    def _after_failure(self) -> None:
+        if self._last_entry == "UnInit":
+            # UnInit itself failed: BSY stayed set, and it already declined to write CR. Calling it again
+            # would only wait as long once more; the failure says to reset the chip.
+            self._active_operation = None
+        else:
+            self.lock_flash_cr()
+
+    def lock_flash_cr(self) -> bool:
+        """Run the stub's UnInit now: it waits for BSY to clear, then locks FLASH_CR (and gives back the
+        caches and PRIMASK Init found). True when CR is locked.
+
+        Called after a failure and when the session disconnects with the algorithm still initialised. The
+        core may have been stopped anywhere (a timeout, an interrupted session): it is halted, and SP and xPSR
+        are set as for a fresh call. UnInit writes CR only once BSY is clear (RM0090 3.6: a CR write while
+        BSY is set stalls the bus until the operation ends); if BSY stays set past the stub's longest erase
+        timeout, CR stays unlocked and the warning says to reset the chip. pyocd then treats the algorithm as
+        not initialised, so a retry calls Init again.
+        """
+        if self._active_operation is None and self._last_entry is None:
+            return True  # nothing was ever called: the stub has not unlocked anything
+        self._locking = True
+        try:
+            self.target.halt()
+            self.target.write_core_registers_raw(["sp", "xpsr"], [self.begin_stack, CortexM.XPSR_THUMB])
+            operation = self._active_operation or self.Operation.ERASE
+            result = self._call_function_and_wait(self.flash_algo["pc_unInit"], r0=operation.value,
+                                                  timeout=self.target.session.options.get("flash.timeout.init"))
+        except exceptions.Error as error:
+            LOG.warning("f4load: could not lock FLASH_CR after the failure (%s); reset the chip", error)
+            return False
+        finally:
+            self._locking = False
+            self._active_operation = None
+        if result == 0:
+            LOG.debug("f4load: FLASH_CR locked after the failure (UnInit)")
+            return True
+        if result == self.TIMEOUT_ERROR:
+            why = "UnInit did not return"
+        else:
+            why = str(StubError(result, self.read_error_record()))
+        LOG.warning("f4load: FLASH_CR left unlocked: %s; reset the chip", why)
+        return False
+
+    # --- pyocd's CRC analyzer -----------------------------------------------------------------------------
+    def compute_crcs(self, sectors: Sequence[Tuple[int, int]]) -> List[int]:
+        """zlib's CRC-32 of each (address, size) range of flash, as pyocd's smart flash compares them
+        (FlashBuilder._analyze_pages_with_crc32), computed by the chip's CRC unit (the stub's ZlibCrc).
+
+        Any size; addresses must be multiples of 4 (pyocd asks for whole pages). The ranges go into the
+        first page buffer, as many per call as it holds; the algorithm must be initialised (pyocd inits it
+        for VERIFY first, which leaves FLASH_CR locked).
+        """
+        ranges = list(sectors)
+        per_call = self.region.page_size // (4 * ZLIB_CRC_RANGE_WORDS)
+        entry = self.blob_address + self.stub.entry.ZlibCrc + 1  # Thumb
+        buffer = self.page_buffers[0]
+        crcs: List[int] = []
+        for first in range(0, len(ranges), per_call):
+            batch = ranges[first:first + per_call]
+            self.target.write_memory_block32(buffer, [word for address, size in batch for word in (address, size, 0)])
+            result = self._call_function_and_wait(entry, r0=buffer, r1=len(batch),
+                                                  timeout=self.target.session.options.get("flash.timeout.analyzer"))
+            if result == self.TIMEOUT_ERROR:
+                raise exceptions.FlashFailure("f4load: the CRC of flash pages (ZlibCrc) timed out")
+            words = self.target.read_memory_block32(buffer, len(batch) * ZLIB_CRC_RANGE_WORDS)
+            crcs.extend(words[ZLIB_CRC_RANGE_WORDS - 1::ZLIB_CRC_RANGE_WORDS])
+        return crcs
+
+    # --- the image against the part -----------------------------------------------------------------------
+    def part_flash_size(self) -> Optional[int]:
+        """Bytes of main flash this part has, from F_SIZE (0x1FFF_7A22, RM0090 39.2); None when F_SIZE names
+        no size of this family (the stub's Init reports that as BAD_FLASH_SIZE)."""
+        size = self.target.read16(F_SIZE) * KB
+        return size if size in FLASH_SIZE_LETTERS.values() else None
+
+    def get_flash_builder(self) -> FlashBuilder:
+        return F4LoadFlashBuilder(self)
 
     def read_error_record(self) -> Optional[ErrorRecord]:
         try:
@@ -230,6 +342,43 @@ class F4LoadFlash(Flash):
         failure = kind(str(error), address=error.address, result_code=code)
         failure.__cause__ = error
         return failure
+
+
+class F4LoadFlashBuilder(FlashBuilder):
+    """pyocd's FlashBuilder that checks every chunk of the image against the part's real flash size first.
+
+    A target type names a flash size (xE 512 KB, xG 1 MB), but the part on the board may be smaller: without
+    this check pyocd would find out only when it reads past the end for smart flash ("Memory transfer fault
+    (read: no memory at 0x08080000)"), or, without smart flash, after erasing.
+    """
+
+    _part_size: Optional[int] = None  # F_SIZE in bytes, read once per builder (pyocd adds a HEX file's
+    # segments one call each)
+
+    def add_data(self, addr: int, data: Any) -> None:
+        flash = self.flash
+        if len(data) and isinstance(flash, F4LoadFlash):
+            if self._part_size is None:
+                self._part_size = flash.part_flash_size()
+            size = self._part_size
+            if size is not None and addr + len(data) > FLASH_START + size:
+                raise exceptions.FlashFailure(too_large_message(addr, len(data), size, flash.target))
+        super().add_data(addr, data)
+
+
+def too_large_message(addr: int, length: int, part_size: int, target: Any) -> str:
+    """One line: which addresses do not exist on this part, its size from F_SIZE, and what to do."""
+    end = FLASH_START + part_size
+    first_missing = max(addr, end)
+    part_name = getattr(target, "PART_NUMBER", "STM32F407xx")[:-2]
+    text = (f"the image reaches 0x{first_missing:08X}-0x{addr + length - 1:08X}, past the end of this part's "
+            f"flash: F_SIZE (0x{F_SIZE:08X}) says {part_size // KB} KB (0x{FLASH_START:08X}-0x{end - 1:08X}); "
+            f"nothing was erased")
+    largest = max(FLASH_SIZE_LETTERS.values())
+    if addr + length <= FLASH_START + largest and part_size < largest:
+        return (f"{text}. Link the image to fit {part_size // KB} KB, or program it into a 1 MB part "
+                f"({part_name}xG, target type {target_name(part_name, largest)})")
+    return f"{text}. Link the image to fit {part_size // KB} KB"
 
 
 # --- the memory map ----------------------------------------------------------------------------------------
@@ -291,13 +440,33 @@ class F4LoadSTM32F4(CoreSightTarget):
         algo = stub_flash_algo(self.PAGE_SIZE)
         super().__init__(session, memory_map_for(self.FLASH_SIZE, algo, self.PAGE_SIZE, self.FLASH_CLASS))
         add_sector_subregions(self.memory_map.get_boot_memory(), self.PAGE_SIZE)
+        # Trust the page CRCs (pyocd's `fast_program`, FlashBuilder's fast_verify) unless the user says
+        # otherwise: they come from the chip's CRC unit over the flash itself, as f4load's own skip and verify
+        # do. pyocd's default (False) reads every page whose CRC matches back over SWD to confirm it, which
+        # costs as much as programming nothing saves. A layer at the back: any user setting wins.
+        session.options.add_back({TRUST_CRC_OPTION: True})
 
     def post_connect_hook(self) -> None:
         """Keep debug alive in low-power modes and stop the watchdogs while the core is halted
-        (RM0090 38.16.2-3). While the stub runs the IWDG counts anyway; the stub services it."""
+        (RM0090 38.16.2-3). While the stub runs the IWDG counts anyway; the stub services it. Then warn when
+        the part's flash (F_SIZE) is not the size this target type maps."""
         self.write32(DBGMCU_CR, DBGMCU_CR_DBG_SLEEP | DBGMCU_CR_DBG_STOP | DBGMCU_CR_DBG_STANDBY)
         self.write32(DBGMCU_APB1_FZ, self.read32(DBGMCU_APB1_FZ) | DBGMCU_APB1_FZ_DBG_IWDG_STOP
                      | DBGMCU_APB1_FZ_DBG_WWDG_STOP)
+        part_kb = self.read16(F_SIZE)
+        if part_kb * KB != self.FLASH_SIZE and part_kb * KB in FLASH_SIZE_LETTERS.values():
+            right = target_name(self.PART_NUMBER[:-2], part_kb * KB)
+            LOG.warning("f4load: this part has %d KB of flash (F_SIZE), target type %s maps %d KB: use %s",
+                        part_kb, target_name(self.PART_NUMBER[:-2], self.FLASH_SIZE), self.FLASH_SIZE // KB,
+                        right)
+
+    def disconnect(self, resume: bool = True) -> None:
+        """Lock FLASH_CR if the flash algorithm is still initialised (the session ends after a failure or an
+        interruption between two calls), then disconnect as pyocd does."""
+        flash = getattr(self.session.context_state, "current_flash_algo", None)
+        if isinstance(flash, F4LoadFlash) and flash.target is self and flash.is_initialized:
+            flash.lock_flash_cr()
+        super().disconnect(resume)
 
 
 def target_name(part_name: str, flash_size: int) -> str:

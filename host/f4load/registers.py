@@ -60,6 +60,8 @@ FLASH_OPTCR_RESET = 0x0FFF_AAED  # factory value: level 0, no WRP, software watc
 RDP_LEVEL0 = 0xAA
 RDP_LEVEL2 = 0xCC  # permanent; any other value is level 1
 
+# BOR_LEV field values by the name the command line uses (RM0090 3.8.6: 00 level 3 ... 11 off).
+BOR_FIELD = {"3": 0b00, "2": 0b01, "1": 0b10, "off": 0b11}
 BOR_LEVEL_NAMES = {0b00: "BOR level 3 (2.70-3.60 V)", 0b01: "BOR level 2 (2.40-2.70 V)",
                    0b10: "BOR level 1 (2.10-2.40 V)", 0b11: "BOR off (1.80-2.10 V)"}
 

@@ -39,6 +39,7 @@ class Report:
     """Everything one command did, for `--json` and for the summary line."""
     command: str
     file: Optional[str] = None
+    files: Optional[List[str]] = None  # the file arguments as given (FILE[@ADDRESS])
     image: Optional[Image] = None
     info: Optional[TargetInfo] = None
     outcome: Optional[Outcome] = None
@@ -49,6 +50,10 @@ class Report:
     probe_commands: Optional[int] = None
     details: Dict[str, Any] = field(default_factory=dict)  # command-specific facts (read: address, length)
     text_lines: List[str] = field(default_factory=list)  # a command's own text output (diagnose's checklist)
+    probe_requested: Optional[str] = None  # the --probe value this run used (auto, sim:a, a uid)
+    probe_uid: Optional[str] = None  # the opened probe's unique ID
+    probe_label: Optional[str] = None  # "virtual STM32F407 (sim)", or the probe's product and unique ID
+    error_override: Optional[Dict[str, Any]] = None  # the error, for a failure before any command ran
 
     # --- derived -------------------------------------------------------------------------------------------
     @property
@@ -68,14 +73,18 @@ class Report:
     # --- JSON ----------------------------------------------------------------------------------------------
     def as_json(self) -> Dict[str, Any]:
         outcome = self.outcome
+        ok = self.error is None and self.error_override is None and self.exit_code == 0
         return {
             "f4load": __version__,
             "format": REPORT_FORMAT,
             "command": self.command,
-            "result": "ok" if self.error is None else "failed",
+            "result": "ok" if ok else "failed",
             "exit_code": self.exit_code,
-            "error": _error_json(self.error),
+            "error": self.error_override if self.error_override is not None else _error_json(self.error),
+            "summary": self.summary() if self.error is None and self.error_override is None else None,
+            "probe": {"requested": self.probe_requested, "uid": self.probe_uid, "description": self.probe_label},
             "file": _image_json(self.file, self.image),
+            "files": self.files,
             "target": _target_json(self.info),
             "sectors": _sectors_json(outcome),
             "erased_sectors": [s.index for s in outcome.erased] if outcome else [],
@@ -103,8 +112,12 @@ class Report:
         return json.dumps(self.as_json(), indent=2, sort_keys=False)
 
     # --- text ----------------------------------------------------------------------------------------------
+    def summary_line(self) -> str:
+        """The final line of a successful command, naming the probe: "[virtual STM32F407 (sim)] app.bin -> ..."."""
+        return f"[{self.probe_label}] {self.summary()}" if self.probe_label else self.summary()
+
     def summary(self) -> str:
-        """The final line of a successful command."""
+        """What a successful command did, in one line (without the probe)."""
         outcome = self.outcome
         parts: List[str] = []
         if self.command == "program" and outcome is not None:
@@ -136,7 +149,15 @@ class Report:
             if after:
                 parts.append(f"FLASH_OPTCR {after['optcr']:#010x}")
         elif self.command == "diagnose":
-            parts.append("diagnosis done")
+            verdict = self.details.get("diagnosis", {}).get("verdict")
+            parts.append(f"diagnosis done: {verdict}" if verdict else "diagnosis done")
+        elif self.command == "reset":
+            if self.details.get("halted"):
+                pc = self.details.get("pc")
+                parts.append(f"reset {self._target_name()}; the core is halted at its reset vector"
+                             + (f" (PC {pc:#010x})" if isinstance(pc, int) else ""))
+            else:
+                parts.append(f"reset {self._target_name()}; the application is running")
         parts.extend(self._time_texts())
         return "; ".join(p for p in parts if p)
 
@@ -169,7 +190,7 @@ class Report:
             f"debug ROM    {describe_jep106(info.rom_designer)}",
             f"flash        {part.flash_size // KB} KB, sectors 0-{len(part.sectors) - 1} "
             f"({_layout_text(part.sectors)})",
-            f"unique ID    {info.unique_id.hex()}",
+            f"unique ID    {info.unique_id}",
             f"option bytes FLASH_OPTCR {options.optcr:#010x}",
             f"  RDP        level {options.rdp_level} ({options.rdp:#04x})",
             f"  nWRP       {options.nwrp:#05x}: "
@@ -299,7 +320,7 @@ def _target_json(info: Optional[TargetInfo]) -> Optional[Dict[str, Any]]:
         "revision": info.rev_name,
         "flash_kb": info.part.flash_size // KB,
         "sectors": len(info.part.sectors),
-        "unique_id": info.unique_id.hex(),
+        "unique_id": info.unique_id,
         "rom_table_designer": describe_jep106(info.rom_designer),
         "vdd": info.vdd,
         "vdd_source": info.vdd_source,

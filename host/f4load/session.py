@@ -4,10 +4,12 @@
 
 `Session` is a context manager around one pyocd session:
 
-1. **Connect** through pyocd (`ConnectHelper.session_with_chosen_probe`): `probe="sim"` is the virtual
-   STM32F407 (pyocd probe `f4sim`, docs/sim.md), anything else is a pyocd probe unique ID (ST-Link,
-   CMSIS-DAP, J-Link...). The target type is pyocd's generic `cortex_m`: f4load never uses pyocd's flash
-   algorithms, it loads its own stub (`f4load.stream`) and needs nothing from pyocd but memory and core access.
+1. **Connect** through pyocd: the probe is chosen by `f4load.probes` (`probe=None` or `"auto"`: the one real
+   probe attached; `"sim"`/`"sim:NAME"`: the virtual STM32F407, pyocd probe `f4sim`, docs/sim.md; anything
+   else a pyocd probe unique ID: ST-Link, CMSIS-DAP, J-Link...) and opened in a pyocd `Session` of its own,
+   with the SWD clock at `frequency` (default `DEFAULT_SWD_HZ`). The target type is pyocd's generic
+   `cortex_m`: f4load never uses pyocd's flash algorithms, it loads its own stub (`f4load.stream`) and needs
+   nothing from pyocd but memory and core access.
    The connection is made **under reset** by default (pyocd `connect_mode="under-reset"`): NRST is held low
    while the debugger attaches and the core is halted at its reset vector, before one instruction of the
    application runs. An application can otherwise get in the way of flashing: it may turn the SWD pins into
@@ -82,7 +84,7 @@ import bincopy
 import platformdirs
 from pyocd.core import exceptions as pyocd_errors
 
-from f4load import interrupt, journal, option_bytes, protocol, reset_causes, stream
+from f4load import interrupt, journal, option_bytes, probes, protocol, reset_causes, stream
 from f4load.crc import CrcUnitCheck, check_crc_unit, stm32_crc32
 from f4load.errors import (  # noqa: F401 - re-exported: the session's errors, where callers expect them
     ConnectError,
@@ -123,9 +125,13 @@ from f4load.stub_image import StubImage
 
 LOG = logging.getLogger(__name__)
 
-SIM_PROBE = "sim"
-SIM_UNIQUE_ID = "f4sim"
+SIM_PROBE = probes.SIM
 SIM_LINK_OPTION = "f4sim.link"
+# The SWD clock asked of the probe unless told otherwise: the ST-Link/V2's fastest setting and STM32CubeProgrammer's
+# default, reliable on ordinary 10-20 cm leads. (pyocd's own default, 1 MHz, makes an ST-Link/V2 run at 950 kHz,
+# and a 512 KB image then takes longer to move over SWD than the flash takes to program it.) An ST-Link/V3 on
+# short leads can go faster: `frequency=24_000_000`.
+DEFAULT_SWD_HZ = 4_000_000
 BACKUP_DIR_ENV = "F4LOAD_BACKUP_DIR"
 CONNECT_MODES = ("under-reset", "halt", "attach")
 ASSUMED_VDD = 3.3
@@ -156,8 +162,8 @@ class Outcome:
     program_writes: int = 0
     bytes_kept: int = 0
     verified: Optional[bool] = None  # None: not verified
-    plan: Optional[Plan] = None
-    streams: List[stream.StreamReport] = field(default_factory=list)
+    plan: Optional[Plan] = field(default=None, repr=False)
+    streams: List[stream.StreamReport] = field(default_factory=list, repr=False)
     wall_seconds: float = 0.0
     virtual_seconds: Optional[float] = None
     backup: Optional[Path] = None  # the backup of the kept bytes, when it was left on disk
@@ -170,6 +176,23 @@ class Outcome:
     def bytes_skipped(self) -> int:
         return sum(s.size for s in self.skipped)
 
+    def __str__(self) -> str:
+        """One line: "erased 48 KB (sectors 0-2), programmed 40,000 bytes, kept 1,024 bytes, verified"."""
+        parts = []
+        if self.erased:
+            parts.append(f"erased {self.bytes_erased // KB} KB "
+                         f"(sectors {sector_ranges([s.index for s in self.erased])})")
+        if self.bytes_programmed:
+            parts.append(f"programmed {self.bytes_programmed:,} bytes")
+        if self.skipped:
+            parts.append(f"skipped {self.bytes_skipped // KB} KB (sectors "
+                         f"{sector_ranges([s.index for s in self.skipped])})")
+        if self.bytes_kept:
+            parts.append(f"kept {self.bytes_kept:,} bytes")
+        if self.verified is not None:
+            parts.append("verified" if self.verified else "NOT verified")
+        return ", ".join(parts) or "nothing to do"
+
 
 # --- the session -----------------------------------------------------------------------------------------
 
@@ -180,7 +203,7 @@ class Session:
             outcome = session.program(image)
     """
 
-    def __init__(self, probe: str = SIM_PROBE, connect: str = "under-reset", reset_run: Optional[bool] = None,
+    def __init__(self, probe: Optional[str] = None, connect: str = "under-reset", reset_run: Optional[bool] = None,
                  vdd: Optional[float] = None, sim_link: Optional[str] = None,
                  frequency: Optional[int] = None, backup_dir: Optional[Path] = None,
                  keep_backup: bool = False, psize: Optional[str] = None, strict_identity: bool = True) -> None:
@@ -194,12 +217,13 @@ class Session:
         # False (`f4load diagnose`): identity problems (another DEV_ID, an F_SIZE this family does not have) are
         # kept in TargetInfo.identity_problems instead of refusing the connection, so every other check runs.
         self.strict_identity = strict_identity
-        self.probe_name = probe
+        self.probe_name = probe if probe else probes.default_spec()
+        self.probe_uid: Optional[str] = None  # the opened probe's unique ID
         self.connect_mode = connect
         self.reset_run = reset_run
         self.given_vdd = vdd
         self.sim_link = sim_link
-        self.frequency = frequency
+        self.frequency = frequency if frequency else DEFAULT_SWD_HZ
         self.backup_dir = backup_dir if backup_dir is not None else backup_directory()
         self.keep_backup = keep_backup
         self._peripherals_checked = False
@@ -219,7 +243,12 @@ class Session:
 
     @property
     def is_sim(self) -> bool:
-        return self.probe_name.lower() in (SIM_PROBE, SIM_UNIQUE_ID)
+        return probes.is_sim(self.probe_name)
+
+    @property
+    def probe_label(self) -> str:
+        """How reports name the probe: "virtual STM32F407 (sim)", or the real probe's product and uid."""
+        return probes.label(self.probe_name, self.pyocd.probe if self.pyocd is not None else None)
 
     # --- connect and identify --------------------------------------------------------------------------
     def __enter__(self) -> Session:
@@ -240,7 +269,7 @@ class Session:
             raise
 
     def _open(self) -> TargetInfo:
-        from pyocd.core.helpers import ConnectHelper
+        from pyocd.core.session import Session as PyocdSession
 
         options: Dict[str, Any] = {
             "connect_mode": self.connect_mode,
@@ -248,19 +277,13 @@ class Session:
             # f4load decides what happens to the core at the end (close()); pyocd must not resume it, which
             # after a flash operation would run the stub's BKPT with debugging disabled.
             "resume_on_disconnect": False,
+            "frequency": self.frequency,
         }
-        if self.frequency:
-            options["frequency"] = self.frequency
-        unique_id = SIM_UNIQUE_ID if self.is_sim else self.probe_name
         if self.is_sim and self.sim_link:
             options[SIM_LINK_OPTION] = self.sim_link
-        try:
-            session = ConnectHelper.session_with_chosen_probe(unique_id=unique_id, blocking=False, options=options)
-        except pyocd_errors.Error as error:
-            raise ConnectError(f"probe {self.probe_name}: {_one_line(error)}") from None
-        if session is None:
-            raise ConnectError(f"no debug probe with unique ID {unique_id!r} found (`pyocd list` shows the probes; "
-                               f"--probe sim uses the virtual STM32F407)")
+        probe = probes.find(self.probe_name)
+        self.probe_uid = str(probe.unique_id)
+        session = PyocdSession(probe, auto_open=False, options=options)
         try:
             session.open()
         except (pyocd_errors.Error, OSError) as error:
@@ -306,8 +329,8 @@ class Session:
                     f"VDD is {vdd:.2f} V ({'measured by the probe' if source == 'probe' else source}): the widest it "
                     f"allows is {PSIZE_NAMES[psize]}; nothing was erased")
             psize = asked
-        return TargetInfo(part=raw.part, idcode=raw.idcode, unique_id=raw.unique_id, options=raw.options, vdd=vdd,
-                          vdd_source=source, psize=psize, psize_asked=self.asked_psize is not None,
+        return TargetInfo(part=raw.part, idcode=raw.idcode, unique_id=raw.unique_id.hex(), options=raw.options,
+                          vdd=vdd, vdd_source=source, psize=psize, psize_asked=self.asked_psize is not None,
                           rom_designer=raw.rom_designer, probe=self._probe_description(), warnings=tuple(warnings),
                           cpuid=raw.cpuid, identity_problems=raw.problems)
 
@@ -320,11 +343,7 @@ class Session:
         return measured, "probe"
 
     def _probe_description(self) -> str:
-        probe = self.pyocd.probe
-        try:
-            return f"{probe.vendor_name} {probe.product_name} ({probe.unique_id})"
-        except Exception:  # noqa: BLE001 - a description is not worth failing for
-            return str(self.probe_name)
+        return self.probe_label
 
     # --- counters --------------------------------------------------------------------------------------
     @property
@@ -573,6 +592,20 @@ class Session:
         self.info = dataclasses.replace(self.info, options=after)
         return after
 
+    def reset(self, halt: bool = False) -> Dict[str, Any]:
+        """Reset the target the way pyocd is configured to (`reset_type`: by default the Cortex-M's
+        SYSRESETREQ, or the probe's NRST), then let the application run or, with `halt`, hold the core at its
+        reset vector (the vector catch, DEMCR.VC_CORERESET). Returns what the report shows: `halted` and `pc`."""
+        try:
+            if halt:
+                self.target.reset_and_halt()
+                self.reset_run = False
+                return {"halted": True, "pc": int(self.target.read_core_register("pc"))}
+            self.target.reset()
+            return {"halted": False}
+        except pyocd_errors.TransferError as error:
+            raise LinkError(f"lost the target while resetting it: {_one_line(error)}") from None
+
     def reset_flags(self) -> int:
         """RCC_CSR's reset flags (RM0090 7.3.21), as they are now."""
         return int(self.target.read32(RCC_CSR)) & RESET_FLAGS
@@ -773,6 +806,8 @@ class Session:
                 LOG.warning("could not leave the target in a known state: %s", _one_line(error))
             try:
                 session.close()
+            except F4LoadError:
+                raise  # the work failed after all, e.g. the virtual chip's state not saved (SimSaveError)
             except Exception as error:  # noqa: BLE001
                 LOG.warning("closing the probe failed: %s", _one_line(error))
         finally:
@@ -821,7 +856,7 @@ def backup_directory() -> Path:
     return Path(given) if given else Path(platformdirs.user_cache_dir("f4load")) / "backups"
 
 
-def write_backup(directory: Path, unique_id: bytes, ranges: Sequence[Tuple[int, bytes]]) -> Path:
+def write_backup(directory: Path, unique_id: str, ranges: Sequence[Tuple[int, bytes]]) -> Path:
     """Write (address, bytes) ranges as Intel HEX to a new file `<unique ID>-<YYYYmmdd-HHMMSS>[-n].hex` in
     `directory`, flushed to the disk before returning (it must survive what comes next)."""
     records = bincopy.BinFile()
@@ -829,7 +864,7 @@ def write_backup(directory: Path, unique_id: bytes, ranges: Sequence[Tuple[int, 
         records.add_binary(data, address=address)
     text = records.as_ihex()
     directory.mkdir(parents=True, exist_ok=True)
-    stem = f"{unique_id.hex()}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stem = f"{unique_id}-{time.strftime('%Y%m%d-%H%M%S')}"
     for n in itertools.count():
         path = directory / (f"{stem}.hex" if n == 0 else f"{stem}-{n}.hex")
         try:

@@ -26,9 +26,10 @@ from f4load import protocol
 
 ARTIFACT_NAME = "f4load_stub.FLM"
 
-# Entry points, named as the C functions: the CMSIS-Pack names, then f4load's own (Crc, Stream).
+# Entry points, named as the C functions: the CMSIS-Pack names, then f4load's own (Crc, Stream;
+# ZlibCrc for pyocd's smart flash).
 CMSIS_ENTRY_POINTS = ("Init", "UnInit", "EraseSector", "EraseChip", "ProgramPage", "Verify", "BlankCheck")
-ENTRY_POINTS = CMSIS_ENTRY_POINTS + ("Crc", "Stream")
+ENTRY_POINTS = CMSIS_ENTRY_POINTS + ("Crc", "Stream", "ZlibCrc")
 
 # CMSIS-Pack FlashDevice (FlashOS.h): "<H128sHLLLLBxxxLL" then {size, offset} pairs ended by ~0, ~0.
 FLASH_DEVICE_STRUCT = "<H128sHLLLLBxxxLL"
@@ -52,6 +53,7 @@ class EntryPoints:
     BlankCheck: int
     Crc: int
     Stream: int
+    ZlibCrc: int
 
     def as_dict(self) -> Dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

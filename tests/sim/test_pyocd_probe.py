@@ -294,3 +294,14 @@ def test_a_chip_in_use_by_another_process_is_a_one_line_error(open_session, run_
     open_session()
     result = run_pyocd("commander", "-u", "f4sim", "-c", "read32 0x08000000")
     assert_one_line_error(result, "in use by pid")
+
+
+def test_named_virtual_boards_are_separate_chips_to_pyocd(run_pyocd, sim_state_dir) -> None:
+    """`-u f4sim:NAME` reaches the board NAME: its own unique ID, its own flash."""
+    ids = []
+    for uid in ("f4sim:a", "f4sim:b", "f4sim"):
+        result = run_pyocd("commander", "-u", uid, "-c", "read32 0x1FFF7A10 12")
+        assert result.returncode == 0, result.stderr
+        ids.append(result.stdout.split()[1:4])
+    assert len({tuple(i) for i in ids}) == 3
+    assert (sim_state_dir / "boards" / "a" / "flash.bin").is_file()

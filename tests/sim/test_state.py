@@ -349,3 +349,19 @@ def test_reset_repairs_a_corrupted_directory(tmp_path: Path) -> None:
     directory = _corrupted_options(tmp_path / "chip")
     assert run_cli("reset", state=directory).returncode == 0
     assert load_state(directory).options.optcr == FACTORY_OPTCR
+
+
+def test_named_boards_have_their_own_state_and_unique_ids(sim_state_dir: Path) -> None:
+    a = sim_state.load_state(sim_state.board_dir("a"))
+    b = sim_state.load_state(sim_state.board_dir("b"))
+    default = sim_state.load_state(sim_state.board_dir(None))
+    assert sim_state.board_dir("a") == sim_state_dir / "boards" / "a"
+    assert len({a.unique_id, b.unique_id, default.unique_id}) == 3
+    assert default.unique_id == sim_state.DEFAULT_UNIQUE_ID
+    # Stable: the same name gives the same chip identity every time, also after a reset.
+    assert sim_state.reset_state(sim_state.board_dir("a")).unique_id == a.unique_id
+
+
+def test_a_bad_board_name_is_one_line_error(sim_state_dir: Path) -> None:
+    with pytest.raises(sim_state.SimStateError, match="virtual board name 'x/y'"):
+        sim_state.board_dir("x/y")

@@ -6,6 +6,7 @@
     f4load-sim fault --clear          remove every fault
     f4load-sim faults                 the known faults, one line each
     f4load-sim --state DIR ...        use DIR instead of $F4LOAD_SIM_STATE or the default
+    f4load-sim --board NAME ...       the named virtual board NAME (`f4load --probe sim:NAME`)
 
 Errors are one line on stderr: exit status 2 for a usage error (including a bad fault spec), 1 for a state
 directory that cannot be used (corrupted, in use by another process, not writable).
@@ -24,6 +25,7 @@ from f4load.sim.flash import OptionBytes
 from f4load.sim.state import (
     ChipState,
     SimStateError,
+    board_dir,
     clear_faults,
     inject_faults,
     load_state,
@@ -44,16 +46,20 @@ def _state_option(func: F) -> F:
 
 
 def _directory(ctx: click.Context, state: Optional[str]) -> Optional[str]:
-    """--state given to the command wins over --state given before it."""
-    return state if state is not None else ctx.obj
+    """--state given to the command wins over --state given before it; --board picks a named board in it."""
+    root, board = ctx.obj
+    return str(board_dir(board, state if state is not None else root))
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @_state_option
+@click.option("--board", "board", metavar="NAME", default=None,
+              help="A named virtual board (`f4load --probe sim:NAME`): its state is boards/NAME in the state "
+                   "directory, with its own unique ID. Default: the default board.")
 @click.pass_context
-def cli(ctx: click.Context, state: Optional[str]) -> None:
+def cli(ctx: click.Context, state: Optional[str], board: Optional[str]) -> None:
     """Inspect, reset and inject faults into the persisted virtual STM32F407."""
-    ctx.obj = state
+    ctx.obj = (state, board)
     if ctx.invoked_subcommand is None:
         click.echo(ctx.get_help())
 

@@ -6,8 +6,8 @@ halted it runs for that long, so host transfers and target work really overlap.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict
+from dataclasses import dataclass, replace
+from typing import Dict, Tuple
 
 PS_PER_S = 10**12
 PS_PER_US = 10**6
@@ -41,12 +41,25 @@ class LinkModel:
 
     The only public per-command figure is an ST-Link V3 measurement of about 1 ms per round trip; we use it
     for both presets and let the SWD clock tell them apart.
+
+    `swd_hz` is the probe's fastest SWD clock; the host asks for a clock (pyocd's `frequency` option,
+    f4load's `--frequency`) and an ST-Link runs at the fastest of its fixed steps `swd_steps_hz` that does not
+    exceed it (OpenOCD's stlink_usb.c and pyocd's stlink.py pick the same way): `at_swd_clock`.
     """
     name: str
     command_overhead_ps: int
     swd_hz: int
     clocks_per_word: int
     max_payload: int
+    swd_steps_hz: Tuple[int, ...] = ()
+
+    def at_swd_clock(self, requested_hz: float) -> LinkModel:
+        """This link with the SWD clock the probe would pick for `requested_hz` (the slowest step when even
+        that is above the request). A model without steps (ideal) ignores the request."""
+        if not self.swd_steps_hz:
+            return self
+        fitting = [step for step in self.swd_steps_hz if step <= requested_hz]
+        return replace(self, swd_hz=max(fitting) if fitting else min(self.swd_steps_hz))
 
     def cost_ps(self, words: int) -> int:
         """Cost of one command moving `words` 32-bit words (0 for a command with no data phase)."""
@@ -54,10 +67,14 @@ class LinkModel:
 
 
 LINK_MODELS: Dict[str, LinkModel] = {
-    # ST-Link/V2: SWD at 4 MHz, 6 KB maximum transfer per USB command.
-    "stlink-v2": LinkModel("stlink-v2", 1 * PS_PER_MS, 4_000_000, 54, 6144),
-    # ST-Link/V3: SWD up to 24 MHz, larger packets.
-    "stlink-v3": LinkModel("stlink-v3", 1 * PS_PER_MS, 24_000_000, 54, 16384),
+    # ST-Link/V2: SWD up to 4 MHz in fixed steps (the SWD_FREQ table of OpenOCD's stlink_usb.c), 6 KB maximum
+    # transfer per USB command.
+    "stlink-v2": LinkModel("stlink-v2", 1 * PS_PER_MS, 4_000_000, 54, 6144,
+                           (4_000_000, 1_800_000, 1_200_000, 950_000, 480_000, 240_000, 125_000, 100_000,
+                            50_000, 25_000, 15_000, 5_000)),
+    # ST-Link/V3: SWD up to 24 MHz (the steps its firmware reports), larger packets.
+    "stlink-v3": LinkModel("stlink-v3", 1 * PS_PER_MS, 24_000_000, 54, 16384,
+                           (24_000_000, 8_000_000, 3_300_000, 1_000_000, 200_000, 50_000, 5_000)),
     # No link cost at all: for tests that care only about function.
     "ideal": LinkModel("ideal", 0, 1_000_000_000, 1, 1 << 20),
 }

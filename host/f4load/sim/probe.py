@@ -14,6 +14,9 @@ The ideal link charges nothing, so a host polling a running core would never see
 learns of a halt the moment it happens, so on that link a read of DHCSR that would find the core running
 first lets the target run until it halts, at most `IDEAL_WAIT_LIMIT_PS` (see `_ideal_host_wait`).
 
+Several virtual boards: `-u f4sim:NAME` is the board NAME, with its own state directory (`boards/NAME` inside
+`F4LOAD_SIM_STATE`) and unique ID (state.board_dir); plain `f4sim` is the default board.
+
 The chip lives in the state directory (`F4LOAD_SIM_STATE`): `open()` loads it and powers it on, `close()`
 saves it, so one pyocd process can program the virtual flash and the next one reads it back. While it is
 open the directory is locked: a second process gets a one-line "in use by pid N" error.
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
@@ -90,12 +94,17 @@ class SimProbe(DebugProbe):
 
     @classmethod
     def get_probe_with_id(cls, unique_id: str, is_explicit: bool = False) -> Optional[SimProbe]:
+        """`f4sim` (or `f4sim:`) is the default virtual board; `f4sim:NAME` the named board NAME (its own
+        state directory and unique ID: state.board_dir)."""
         if unique_id.lower() == PROBE_ID or (is_explicit and unique_id == ""):
             return cls()
+        if is_explicit:
+            return cls(board=unique_id)
         return None
 
-    def __init__(self) -> None:
+    def __init__(self, board: Optional[str] = None) -> None:
         super().__init__()
+        self.board = board
         self._open_chip: Optional[_OpenChip] = None
         self._chip: Optional[Chip] = None
         self._dp: Any = None
@@ -120,7 +129,7 @@ class SimProbe(DebugProbe):
 
     @property
     def unique_id(self) -> str:
-        return PROBE_ID
+        return PROBE_ID if self.board is None else f"{PROBE_ID}:{self.board}"
 
     @property
     def supported_wire_protocols(self) -> List[DebugProbe.Protocol]:
@@ -170,7 +179,7 @@ class SimProbe(DebugProbe):
         f4load's stub as its flash algorithm."""
         from f4load import pyocd_targets
 
-        flash_kb = _peek_flash_kb()
+        flash_kb = _peek_flash_kb(self.board)
         return BoardInfo(name=f"f4load virtual STM32F407 ({flash_kb} KB flash)",
                          target=pyocd_targets.target_name("STM32F407", flash_kb * 1024), vendor="f4load")
 
@@ -187,7 +196,7 @@ class SimProbe(DebugProbe):
     # --- open/close: the state directory --------------------------------------------------------------
     def open(self) -> None:
         self._link = self._choose_link()
-        self._open_chip = _OpenChip()
+        self._open_chip = _OpenChip(self.board)
         self._chip, self._dp = self._open_chip.chip, self._open_chip.dp
         self._disconnect_after = self._chip.faults.disconnect_after_commands
         self.commands = self.bytes_read = self.bytes_written = 0
@@ -195,14 +204,29 @@ class SimProbe(DebugProbe):
         LOG.debug("f4sim: opened, link %s, virtual time %.6f s", self._link.name, self._chip.clock.seconds)
 
     def close(self) -> None:
+        """Save the chip to its state directory and release it.
+
+        A failed save is the session's failure (state.SimSaveError, one line naming the file): the flash the
+        session wrote is lost. It is raised - not as a pyocd error, which pyocd's Session.close would log and
+        swallow - so `pyocd` exits 1 and `f4load` with the probe class' status. When close runs because
+        another error is already on its way out (a failed flash, an interrupt), that error stays the one
+        reported and the failed save is logged beside it.
+        """
         if self._open_chip is None:
             return
+        another_error = sys.exc_info()[1] is not None
         open_chip, self._open_chip = self._open_chip, None
         chip, self._chip = open_chip.chip, None
         self._is_open = self._is_connected = False
         self._memory_interface = None
         _record_last_session(open_chip, chip)
-        open_chip.save_and_release()
+        try:
+            open_chip.save_and_release()
+        except Exception as error:
+            if not another_error:
+                raise
+            LOG.error("%s", error)
+            return
         LOG.debug("f4sim: closed after %d commands, virtual time %.6f s", self.commands, chip.clock.seconds)
 
     def _choose_link(self) -> LinkModel:
@@ -247,8 +271,10 @@ class SimProbe(DebugProbe):
         self._command(0)
 
     def set_clock(self, frequency: float) -> None:
-        # The link model, not the requested SWD frequency, sets the cost of a transfer.
+        # As an ST-Link: the SWD clock becomes the fastest step of the link model not above the request, and
+        # the data phase of every later command is charged at that clock.
         self._swd_hz = frequency
+        self._link = self.link.at_swd_clock(frequency)
 
     def assert_reset(self, asserted: bool) -> None:
         # NRST low is a pin reset and holds the chip in reset until released (chip.py).
@@ -438,11 +464,11 @@ def _faults_as_transfer_errors(direction: str, addr: int, length: int) -> Iterat
 class _OpenChip:
     """The chip of one open probe: the state directory held locked, the chip built from it, its DebugPort."""
 
-    def __init__(self) -> None:
+    def __init__(self, board: Optional[str]) -> None:
         from f4load.sim import state as sim_state
 
         try:
-            self.directory = sim_state.state_dir()
+            self.directory = sim_state.board_dir(board)
             # One process per chip, as one probe per board: a second pyocd gets "in use by pid N".
             self._lock = sim_state.lock_state(self.directory)
             try:
@@ -465,7 +491,8 @@ class _OpenChip:
         try:
             sim_state.save_state(self.chip.to_state(), self.directory)
         except sim_state.SimStateError as error:
-            raise exceptions.ProbeError(f"f4sim: {error}") from None
+            raise sim_state.SimSaveError(f"f4sim: {error}: the virtual chip was not saved, this session's changes "
+                                         f"to its flash and option bytes are lost") from None
         finally:
             self._lock.release()
 
@@ -487,14 +514,14 @@ def _record_last_session(open_chip: _OpenChip, chip: Chip) -> None:
         LOG.warning("f4sim: %s", error)
 
 
-def _peek_flash_kb() -> int:
-    """The flash size of the part in the state directory, read before the probe opens (pyocd picks the
-    target type when the session is created). A bad state directory is reported by `open()`, not here."""
+def _peek_flash_kb(board: Optional[str]) -> int:
+    """The flash size of the part in the board's state directory, read before the probe opens (pyocd picks
+    the target type when the session is created). A bad state directory is reported by `open()`, not here."""
     from f4load.sim import state as sim_state
     from f4load.sim.faults import Faults
 
     try:
-        return sim_state.environment_faults(sim_state.read_stored_faults()).flash_kb
+        return sim_state.environment_faults(sim_state.read_stored_faults(sim_state.board_dir(board))).flash_kb
     except Exception:  # noqa: BLE001 - open() raises the one-line error for the same cause
         return Faults().flash_kb
 

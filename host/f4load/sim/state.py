@@ -15,9 +15,15 @@ The directory is `F4LOAD_SIM_STATE` when set, else `platformdirs.user_cache_dir(
 missing directory is a factory-new chip: erased flash, factory option bytes (0x0FFF_AAEC user bits: RDP level
 0, no write protection, software watchdog, BOR off), erased OTP.
 
+Named boards (`--probe sim:NAME`, several virtual boards at once) live in `boards/NAME/` inside that
+directory, each a state directory of its own with its own unique ID (`board_dir`, `unique_id_for`).
+
 Every file is written to a temporary name in the same directory and renamed over the old one (POSIX rename is
 atomic), so a process killed in the middle of a save leaves each file either old or new, never half written.
 Files are written in the order faults, options, flash, state.json.
+A save that fails (a file cannot be written or renamed: directory removed, disk full, file too large) is
+`SimStateError` naming the file; when the probe closes it is `SimSaveError`, an error of the session, never a
+success (probe.py).
 
 Only one process at a time may use a chip. `lock_state()` takes an exclusive `fcntl.flock` on `lock` and
 keeps it until `release()` (or until the process ends: the kernel drops the lock of a dead process, so a
@@ -33,6 +39,7 @@ option bytes change again (by the virtual chip's flash interface, `clear`, or `r
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -40,7 +47,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Dict, Iterator, Optional, Union
 
+from f4load import exit_status
 from f4load import registers as reg
+from f4load.errors import F4LoadError
 from f4load.part import KB
 from f4load.sim.faults import FAULTS_ENV, Faults, FaultSpecError, parse_fault_spec
 from f4load.sim.flash import OptionBytes
@@ -67,11 +76,25 @@ DEFAULT_UNIQUE_ID = (bytes([0x35, 0x00, 0x1F, 0x00])  # Y = 0x0035, X = 0x001F
                      + bytes([0x07])                  # wafer 7
                      + b"F4SIM01"[::-1])               # lot number, most significant character last
 
+# Named boards: `boards/NAME` inside the default board's state directory.
+BOARDS_DIR = "boards"
+BOARD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-class SimStateError(Exception):
-    """The state directory cannot be used as it is. The message is one line and names the file."""
+class SimStateError(F4LoadError):
+    """The state directory cannot be used as it is. The message is one line and names the file.
+
+    For `f4load` it is a failure of the (virtual) probe: exit status 3 (f4load.exit_status.PROBE)."""
+    exit_code = exit_status.PROBE
+
+
+class SimSaveError(SimStateError):
+    """The chip's state could not be written when the probe closed (the directory was removed, the disk is
+    full, a file cannot be replaced...): what the session did to the virtual flash and option bytes is lost,
+    so the session did not succeed. Raised by the probe's close (sim/probe.py); deliberately not a pyocd error,
+    which pyocd's `Session.close` would swallow."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -93,11 +116,11 @@ class ChipState:
         return len(self.flash) // KB
 
     @classmethod
-    def factory_new(cls, faults: Optional[Faults] = None) -> ChipState:
+    def factory_new(cls, faults: Optional[Faults] = None, unique_id: bytes = DEFAULT_UNIQUE_ID) -> ChipState:
         """An erased chip with factory option bytes, sized by `faults.flash_kb`."""
         faults = faults if faults is not None else Faults()
         return cls(flash=bytearray(b"\xff" * (faults.flash_kb * KB)), options=OptionBytes(),
-                   unique_id=DEFAULT_UNIQUE_ID, faults=faults)
+                   unique_id=unique_id, faults=faults)
 
 
 def state_dir(path: Optional[PathLike] = None) -> Path:
@@ -110,6 +133,30 @@ def state_dir(path: Optional[PathLike] = None) -> Path:
     import platformdirs  # imported here: only the default location needs it
 
     return Path(platformdirs.user_cache_dir("f4load")) / "sim"
+
+
+def check_board_name(name: str) -> str:
+    """`name` if it can name a virtual board (letters, digits, `_.-`, at most 32), else SimStateError."""
+    if not BOARD_NAME.fullmatch(name):
+        raise SimStateError(f"virtual board name {name!r}: use 1-32 letters, digits, '_', '.' or '-', "
+                            "starting with a letter or digit")
+    return name
+
+
+def board_dir(name: Optional[str], path: Optional[PathLike] = None) -> Path:
+    """The state directory of the virtual board `name` (`--probe sim:NAME`): `boards/NAME` inside the default
+    board's directory (`state_dir(path)`); the default board's directory itself for None."""
+    root = state_dir(path)
+    return root if name is None else root / BOARDS_DIR / check_board_name(name)
+
+
+def unique_id_for(directory: Path) -> bytes:
+    """The unique ID a factory-new chip in `directory` gets: DEFAULT_UNIQUE_ID for the default board; for a
+    named board one derived from its name (same X/Y/wafer/lot shape), so that boards differ and stay stable."""
+    if directory.parent.name != BOARDS_DIR:
+        return DEFAULT_UNIQUE_ID
+    digest = hashlib.sha256(directory.name.encode("utf-8")).digest()
+    return digest[:5] + b"F4BOARD"[::-1]
 
 
 def _ensure_dir(directory: Path) -> None:
@@ -357,7 +404,7 @@ def load_state(path: Optional[PathLike] = None, *, use_environment: bool = True)
         if present:
             raise SimStateError(f"{directory} is incomplete: {', '.join(present)} without {STATE_FILE}; "
                                 f"run `f4load-sim reset`")
-        fresh = ChipState.factory_new(faults)
+        fresh = ChipState.factory_new(faults, unique_id_for(directory))
         program_option_faults(fresh.options, faults)
         return fresh
     unique_id = _read_unique_id(state_file)
@@ -450,7 +497,7 @@ def reset_state(path: Optional[PathLike] = None, faults: Optional[Faults] = None
     """
     directory = state_dir(path)
     faults = (faults if faults is not None else Faults()).validate()
-    state = ChipState.factory_new(faults)
+    state = ChipState.factory_new(faults, unique_id_for(directory))
     with StateLock(directory):
         _remove_stale_temporaries(directory)
         _write_faults(directory, faults)
