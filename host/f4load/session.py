@@ -38,6 +38,22 @@ read-out protection is off, no sector to be changed is write-protected (nWRP), t
 and - when the application ran (`connect="halt"`/`"attach"`) - no peripheral it left running can get in the
 way of the stub (see "Peripherals the application left running" below).
 
+Reliability
+-----------
+
+* **Ctrl-C / SIGTERM** are only recorded from `open()` to `close()` (f4load.interrupt) and raised as
+  `interrupt.Interrupted` at the safe points: before the stub loads, before each batch, between the blocks of
+  a read, and in the stream after the stub command in progress (f4load.stream). Afterwards the core is halted
+  and FLASH_CR locked; `close()` then does not reset-and-run.
+* **Parallelism**: the widest the measured VDD allows, or `psize=` ("x8"...) - refused before anything is
+  erased when VDD does not allow it. A reset or OPERR at a wider one names `--psize x8` in its report.
+* **The CRC unit** gets a known-answer check (`crc_unit()`) before the first CRC is trusted; when it fails,
+  sector CRCs and verification compare read-back data instead.
+* **The run journal** (f4load.journal): every `program`, `erase`, `verify` appends its outcome, the
+  operation and sector in progress, FLASH_SR bits and reset causes to this chip's journal (`journaled()`).
+* `strict_identity=False` (`f4load diagnose`) keeps identity problems in `TargetInfo.identity_problems`
+  instead of refusing the connection.
+
 Bytes kept around the image
 ---------------------------
 
