@@ -330,8 +330,9 @@ class Session:
         return None if now is None or self._virtual_at_open is None else now - self._virtual_at_open
 
     def virtual_now(self) -> Optional[float]:
-        """Virtual seconds on the virtual chip's clock, None on real hardware."""
-        if not self.is_sim or self.pyocd is None:
+        """Virtual seconds on the virtual chip's clock (in process, or a board of `f4load-sim serve` through
+        the stlink-tcp probe), None on real hardware."""
+        if self.pyocd is None:
             return None
         clock = getattr(self.pyocd.probe, "clock", None)
         return float(clock.seconds) if clock is not None else None
@@ -481,7 +482,7 @@ class Session:
             raise SessionError("internal: option bytes cannot be programmed while the flash stub is loaded")
         self._halt_for_work()
         clock = self.virtual_now
-        now = (lambda: clock() or 0.0) if self.is_sim else time.monotonic
+        now = (lambda: clock() or 0.0) if clock() is not None else time.monotonic
         try:
             after = option_bytes.OptionProgrammer(self.target, now).program(new, allow_rdp2=allow_rdp2)
         except pyocd_errors.TransferError as error:

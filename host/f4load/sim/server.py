@@ -301,6 +301,7 @@ class StLinkServer:
 class _TcpServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 2 * MAX_CONNECTIONS  # the listen backlog: more at once are accepted, then closed
 
     def __init__(self, address: Tuple[str, int], owner: StLinkServer) -> None:
         self.owner = owner
