@@ -83,8 +83,9 @@ def mem_cdb(sub: int, address: int, length: int, apsel: int = 0) -> List[int]:
 
 
 # --- identity and modes ----------------------------------------------------------------------------------
+# (pyocd writes a V3's version fields in its own order: V3J13S1M4B3 is ST's V3J13M4B3S1)
 @pytest.mark.parametrize(("personality", "version", "hw", "jtag"),
-                         [("stlink-v2", "V2J40M27", 2, 40), ("stlink-v3", "V3J13S1M4B3", 3, 13)])  # pyocd's order of the fields
+                         [("stlink-v2", "V2J40M27", 2, 40), ("stlink-v3", "V3J13S1M4B3", 3, 13)])
 def test_pyocd_reads_the_firmware_version(personality: str, version: str, hw: int, jtag: int) -> None:
     link = STLink(FirmwareDevice(firmware_on_chip(personality)))
     link.open()

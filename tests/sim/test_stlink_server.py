@@ -17,10 +17,10 @@ import pytest
 from pyocd.core import exceptions
 
 from f4load import registers as reg
-from f4load.sim import state as sim_state
-from f4load.sim import stlink
 from f4load.image import Image
 from f4load.session import Session
+from f4load.sim import state as sim_state
+from f4load.sim import stlink
 from f4load.sim.server import TCP_BAD_PARAMETER, TCP_CMD_NOT_AVAILABLE
 from f4load.stlink_tcp import ServerConnection
 
