@@ -9,11 +9,13 @@ import os
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from f4load.image import Image
 from f4load.session import Session
 from f4load.sim import state as sim_state
+from f4load.stlink_tcp import ServerConnection
 
 REPO = Path(__file__).resolve().parent.parent
 FLASH = 0x0800_0000
@@ -90,3 +92,31 @@ def test_bad_unique_ids_are_one_line(stlink_server) -> None:
     assert one_line_error(result, "the port must be a number"), result.stdout + result.stderr
     result = run("f4load.cli", "info", "--probe", f"{server.uid}:NOSUCHSERIAL")
     assert one_line_error(result, "no ST-Link with serial NOSUCHSERIAL"), result.stdout + result.stderr
+
+
+def test_kill_9_of_f4load_mid_job_leaves_a_board_the_rerun_completes(stlink_server, tmp_path: Path) -> None:
+    server = stlink_server(link="stlink-v2")
+    image = random.Random(4).randbytes(512 * 1024)
+    (tmp_path / "app.bin").write_bytes(image)
+    (tmp_path / "pyocd.yaml").write_text("frequency: 4600000\n")  # pyocd's project file: SWD at 4 MHz on a V2
+    clock = ServerConnection("127.0.0.1", server.port)
+    start_ps, _ = clock.board_clock(0)
+    job = subprocess.Popen([sys.executable, "-m", "f4load.cli", "--probe", server.uid, str(tmp_path / "app.bin")],
+                           cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while clock.board_clock(0)[0] - start_ps < 2 * 10**12 and time.monotonic() < deadline:  # 2 virtual seconds in
+        time.sleep(0.05)
+    job.kill()  # SIGKILL: no cleanup, the socket just closes
+    assert job.wait() == -9
+    while clock.devices()[0].in_use and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.running and "runs on" in server.log()
+    diagnose = subprocess.run([sys.executable, "-m", "f4load.cli", "diagnose", "--probe", server.uid], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+    assert diagnose.returncode == 0, diagnose.stdout + diagnose.stderr
+    assert "flash interface" in diagnose.stdout and "verdict:" in diagnose.stdout
+    rerun = subprocess.run([sys.executable, "-m", "f4load.cli", "--probe", server.uid, str(tmp_path / "app.bin")],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    result = run("f4load.cli", "read", "--probe", server.uid, hex(FLASH), str(len(image)), str(tmp_path / "out.bin"))
+    assert result.returncode == 0 and (tmp_path / "out.bin").read_bytes() == image
