@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import pytest
+
+from f4load.sim.server_process import ServerProcess
 
 REPO = Path(__file__).resolve().parent.parent
 # Environment variables of the virtual chip; a test starts with none of them set except those it chooses.
@@ -119,66 +118,20 @@ def chip(sim_state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
         logger.handlers[:] = handlers
 
 
-class ServerProcess:
-    """A running `f4load-sim serve` on a free port of 127.0.0.1 (the `stlink_server` fixture)."""
-
-    def __init__(self, process: subprocess.Popen, state_dir: Path, log_path: Path) -> None:
-        self.process, self.state_dir, self.log_path = process, state_dir, log_path
-        self.port = 0
-        deadline = time.monotonic() + 30
-        assert process.stdout is not None
-        for line in process.stdout:
-            match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
-            if match:
-                self.port = int(match.group(1))
-                break
-            if time.monotonic() > deadline:
-                break
-        assert self.port, f"f4load-sim serve did not start: {self.log()}"
-
-    @property
-    def uid(self) -> str:
-        """The pyocd / f4load probe unique ID of the server's first board."""
-        return f"stlink-tcp:127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text() if self.log_path.exists() else ""
-
-    @property
-    def running(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
-
-
 @pytest.fixture
 def stlink_server(tmp_path: Path, sim_state_dir: Path) -> Iterator[Callable[..., ServerProcess]]:
-    """`stlink_server(*args, link="stlink-v3", boards=(), faults=())` starts `f4load-sim serve --port 0` on the
-    test's state directory (the default board, or `--board` each of `boards`) and returns a ServerProcess;
-    servers still running at the end of the test are stopped with SIGTERM (which saves their boards)."""
+    """`stlink_server(link="stlink-v3", boards=(), faults=())` starts `f4load-sim serve --port 0` on the test's
+    state directory (the default board, or `--board` each of `boards`) and returns its ServerProcess (`port`,
+    `uid`, `log()`, `stop()`); servers still running at the end of the test are stopped with SIGTERM (which
+    saves their boards)."""
     started: List[ServerProcess] = []
 
-    def start(*args: str, link: str = "stlink-v3", boards: Sequence[str] = (),
-              faults: Sequence[str] = ()) -> ServerProcess:
-        log_path = tmp_path / f"serve-{len(started)}.log"
-        command = [sys.executable, "-m", "f4load.sim.cli", "--state", str(sim_state_dir), "serve", "--port", "0",
-                   "--link", link, *(f"--board={name}" for name in boards), *args, *faults]
-        with open(log_path, "w") as log:
-            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO,
-                                       env=dict(os.environ))
-        server = ServerProcess(process, sim_state_dir, log_path)
+    def start(link: str = "stlink-v3", boards: Sequence[str] = (), faults: Sequence[str] = ()) -> ServerProcess:
+        server = ServerProcess(sim_state_dir, link, boards, faults, log_path=tmp_path / f"serve-{len(started)}.log",
+                               cwd=REPO)
         started.append(server)
         return server
 
     yield start
     for server in started:
         server.stop()
-        if server.process.stdout is not None:
-            server.process.stdout.close()
