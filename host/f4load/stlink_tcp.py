@@ -4,7 +4,7 @@ pyocd talks to an ST-Link only over USB (libusb), but its `StlinkProbe` and `STL
 device only through a small object: `open`, `close`, `is_open`, `transfer(cmd, writeData, readSize, timeout)`,
 `max_packet_size`, `serial_number`, `vendor_name`, `product_name`, `read_swv`. `StlinkTcpDevice` is that
 object, carrying each command over TCP to an ST-Link server (one SEND_USB_CMD request per USB command,
-docs/stlink-tcp.md and `f4load.sim.server` for the framing), so that
+docs/stlink.md and `f4load.sim.server` for the framing), so that
 
     pyocd flash -u stlink-tcp:127.0.0.1:7184 -t f4load_stm32f407xe app.bin
     f4load --probe stlink-tcp:127.0.0.1:7184 app.bin
