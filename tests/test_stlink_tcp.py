@@ -68,7 +68,7 @@ def test_the_session_counts_usb_commands_and_virtual_seconds(stlink_server) -> N
         assert outcome.verified and outcome.virtual_seconds is not None
         assert outcome.virtual_seconds > 2048 * 16e-6  # at least the 2048 word writes' own time (blank chip)
         assert session.commands_since_open is not None and session.commands_since_open > 50
-        assert session.info is not None and "STMicroelectronics STLINK-V3" in session.info.probe
+        assert session.info is not None and session.info.probe.startswith("STLINK-V3 127.0.0.1:")
 
 
 def test_a_second_client_of_the_same_board_gets_one_line(stlink_server, tmp_path: Path) -> None:

@@ -338,10 +338,12 @@ def _stlink_section(stlink: Sequence[BenchResult], jobs: Dict[str, Job]) -> List
              "the `stlink-tcp` plugin, OpenOCD's hla and stlink-dap drivers), and every USB command it sends costs "
              "one transaction on the board's clock: latency (1 ms on the V2-1, 250 us on the V3) + USB payload + "
              "the SWD transfers at the clock the client chose (docs/sim.md, \"The ST-Link route\"). USB commands "
-             "are counted by the virtual ST-Link. Each programmer uses the SWD clock it asks for by default: "
-             "pyocd (and so f4load) 1 MHz (950 kHz on a V2), OpenOCD's stm32f4x.cfg 2 MHz then 8 MHz after "
-             "`reset init` (4 MHz on a V2); the `24 MHz SWD asked` row is f4load with pyocd's `frequency` at "
-             "24 MHz (4 MHz on a V2, 24 MHz on a V3).", "",
+             "are counted by the virtual ST-Link. Each programmer runs at the SWD clock it asks for by default, as "
+             "its driver maps it onto the ST-Link's steps: f4load asks 4 MHz, which pyocd's ST-Link driver turns "
+             "into 1.8 MHz on a V2 (its table calls the fastest divisor 4.6 MHz) and 3.3 MHz on a V3; pyocd "
+             "alone asks 1 MHz (950 kHz on a V2); OpenOCD's stm32f4x.cfg asks 2 MHz, then 8 MHz after `reset "
+             "init` (4 MHz on a V2). The `24 MHz SWD asked` row is f4load with `frequency` 24 MHz (4 MHz on a "
+             "V2, 24 MHz on a V3).", "",
              "OpenOCD is timed over `flash write_image erase` + `verify_image` (what `program FILE verify` runs) "
              "after `init`/`reset init`; it rewrites every sector the image covers, whatever the chip holds. Its "
              "`reset init` switches the core to a 64 MHz PLL that the virtual chip does not model (it stays at "
@@ -380,7 +382,8 @@ def _closing_note(bench: BenchResult, stlink: Sequence[BenchResult]) -> List[str
                     f"x in process; {result.commands:,} USB transactions for {in_process.commands:,} pyocd probe "
                     f"calls ({result.commands / in_process.commands:.2f} per call: pyocd's ST-Link driver follows "
                     "every memory command with GETLASTRWSTATUS2 and splits transfers at 6144 bytes), and the SWD "
-                    "clock pyocd asks for (1 MHz) instead of the in-process model's fixed 4 MHz.")
+                    "clock pyocd's ST-Link driver picks for f4load's 4 MHz (1.8 MHz on a V2, 3.3 MHz on a V3) "
+                    "where the in-process model runs 4 MHz.")
     return lines + [""]
 
 

@@ -9,8 +9,8 @@ left out; the flash is checked in the state directory after the server stopped (
 
 | programmer | how | SWD clock it asks for |
 |---|---|---|
-| f4load | `Session.program` on `stlink-tcp` (what `f4load --probe stlink-tcp:...` runs) | pyocd's default, 1 MHz |
-| f4load, 24 MHz SWD | the same with pyocd's `frequency` at 24 MHz (V2: 4 MHz, the fastest divisor) | 24 MHz |
+| f4load | `Session.program` on `stlink-tcp` (what `f4load --probe stlink-tcp:...` runs) | its default, 4 MHz |
+| f4load, 24 MHz SWD | the same with `frequency` 24 MHz | 24 MHz |
 | pyocd + f4load stub | pyocd's FileProgrammer, target `f4load_stm32f407xe`, then the image read back | 1 MHz |
 | pyocd + Keil FLM | the same with Keil's STM32F4xx_2048.FLM (`sim.peer.use_flm`) | 1 MHz |
 | pyocd + stm32f429xg | the same with pyocd's builtin `stm32f429xg` target and its flash algorithm | 1 MHz |
@@ -22,6 +22,12 @@ erase FILE 0x08000000` and `verify_image FILE 0x08000000` (what `program ... ver
 port. OpenOCD's `reset init` (stm32f4x.cfg) switches the core to a 64 MHz PLL; the virtual chip does not model the
 PLL and keeps running at 16 MHz, so OpenOCD's target-side CRC (verify_image) and its loader's own loop are
 charged up to 4 times their real time (the flash's own times are unaffected).
+
+What the ST-Link runs at: pyocd's driver picks the fastest entry of its own table not above the request, and
+that table calls the V2's fastest divisor 4.6 MHz, so f4load's 4 MHz gives 1.8 MHz on a V2 (3.3 MHz on a V3,
+from the V3's list) and 24 MHz gives the V2's 4 MHz (24 MHz on a V3); pyocd's own default, 1 MHz, gives
+950 kHz (1 MHz). OpenOCD's stm32f4x.cfg asks 2 MHz, then 8 MHz after `reset init`: 1.8 then 4 MHz on a V2,
+1 then 8 MHz on a V3.
 """
 from __future__ import annotations
 
