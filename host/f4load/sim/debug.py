@@ -974,6 +974,11 @@ class DebugPort:
         transfers, a reset pulse it holds."""
         self.chip.advance(ps)
 
+    def run_until_halted(self, limit_ps: int) -> bool:
+        """Let time pass until the core halts or `limit_ps` has passed (for a host whose link costs nothing,
+        which learns of a halt the moment it happens); True if the core is halted."""
+        return bool(self.chip.run_until_halted(limit_ps))
+
     @property
     def now_ps(self) -> int:
         return int(self.chip.clock.now_ps)
