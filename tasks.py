@@ -50,23 +50,34 @@ def build_stub(c, keep=""):
         print(f"installed {path.relative_to(Path(__file__).resolve().parent)}")
 
 
-@task(help={"link": "link model of the virtual probe (default stlink-v2)",
+@task(help={"link": "link model of the in-process route (default stlink-v2)",
+            "stlink": "virtual ST-Links of the ST-Link route, comma-separated (default stlink-v2,stlink-v3; '' "
+                      "for none)",
             "out": "markdown table to write (default docs/bench.md; '' for none)"})
-def bench(c, link="stlink-v2", out="docs/bench.md"):
-    """f4load vs pyocd + our stub vs pyocd + Keil FLM on the virtual chip: 512 KB, re-flash, one sector."""
+def bench(c, link="stlink-v2", stlink="stlink-v2,stlink-v3", out="docs/bench.md"):
+    """f4load vs pyocd vs OpenOCD on the virtual chip, through the virtual ST-Link (f4load-sim serve) and in
+    process: 512 KB, re-flash, one sector."""
     from pathlib import Path
 
     from f4load import bench as benchmark
+    from f4load import bench_stlink
 
-    print(f"512 KB random image (seed {benchmark.SEED}), STM32F407VE, link {link}, a fresh virtual chip per run")
+    links = [name for name in stlink.split(",") if name]
+    routes = []
+    for name in links:
+        print(f"through the virtual ST-Link {name}: 512 KB random image (seed {benchmark.SEED}), STM32F407VE, "
+              "a fresh board per run")
+        routes.append(bench_stlink.run_stlink_bench(name, benchmark.SEED, say=print))
+    print(f"in process: 512 KB random image (seed {benchmark.SEED}), STM32F407VE, link {link}, a fresh virtual "
+          "chip per run")
     result = benchmark.run_bench(link=link, say=print)
-    for text, ok in result.checks:
+    for text, ok in result.checks + [check for route in routes for check in route.checks]:
         print(f"{'PASS' if ok else 'FAIL'}: {text}")
     if out:
         path = Path(__file__).resolve().parent / out
-        path.write_text(benchmark.markdown(result))
+        path.write_text(benchmark.markdown(result, routes))
         print(f"wrote {path.relative_to(Path(__file__).resolve().parent)}")
-    if not result.passed:
+    if not result.passed or not all(route.passed for route in routes):
         sys.exit(1)
 
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: a fresh virtual chip per test, pyocd sessions on it, pyocd as a subprocess, the peer FLM.
+"""Shared fixtures: a fresh virtual chip per test, pyocd sessions on it, pyocd as a subprocess, the peer FLM, and
+`f4load-sim serve` (virtual boards behind virtual ST-Links) as a subprocess.
 
 Every test that touches the virtual STM32F407 gets its own state directory through `F4LOAD_SIM_STATE`, so
 tests never see each other's flash and can run in parallel (pytest-xdist).
@@ -10,9 +11,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, Dict, Iterator, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import pytest
+
+from f4load.sim.server_process import ServerProcess
 
 REPO = Path(__file__).resolve().parent.parent
 # Environment variables of the virtual chip; a test starts with none of them set except those it chooses.
@@ -114,3 +117,22 @@ def chip(sim_state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
         logger.setLevel(level)
         logger.propagate = propagate
         logger.handlers[:] = handlers
+
+
+@pytest.fixture
+def stlink_server(tmp_path: Path, sim_state_dir: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """`stlink_server(link="stlink-v3", boards=(), faults=())` starts `f4load-sim serve --port 0` on the test's
+    state directory (the default board, or `--board` each of `boards`) and returns its ServerProcess (`port`,
+    `uid`, `log()`, `stop()`); servers still running at the end of the test are stopped with SIGTERM (which
+    saves their boards)."""
+    started: List[ServerProcess] = []
+
+    def start(link: str = "stlink-v3", boards: Sequence[str] = (), faults: Sequence[str] = ()) -> ServerProcess:
+        server = ServerProcess(sim_state_dir, link, boards, faults, log_path=tmp_path / f"serve-{len(started)}.log",
+                               cwd=REPO)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from f4load import protocol
 from f4load.floor import floor_seconds, program_writes
@@ -80,13 +80,20 @@ class Result:
     verified: str                 # how the result was checked
     ok: bool                      # the flash held the image afterwards
     note: str = ""
-    verify_seconds: Optional[float] = None  # pyocd: the read-back part of `seconds`
+    verify_seconds: Optional[float] = None  # pyocd: the read-back part of `seconds`; OpenOCD: verify_image
 
     @property
     def ratio(self) -> Optional[float]:
         if self.seconds is None or self.floor_s <= 0:
             return None
         return self.seconds / self.floor_s
+
+    @property
+    def ratio_without_verify(self) -> Optional[float]:
+        """The ratio to the floor without a separate verify step (the pyocd harness's read-back)."""
+        if self.seconds is None or self.floor_s <= 0:
+            return None
+        return (self.seconds - (self.verify_seconds or 0.0)) / self.floor_s
 
 
 @dataclass
@@ -95,6 +102,7 @@ class BenchResult:
     seed: int
     results: List[Result] = field(default_factory=list)
     checks: List[Tuple[str, bool]] = field(default_factory=list)
+    route: str = "in-process"  # or "st-link": through f4load-sim serve (bench_stlink.py)
 
     def get(self, job: str, tool: str) -> Optional[Result]:
         return next((r for r in self.results if r.job == job and r.tool == tool), None)
@@ -258,51 +266,131 @@ def format_result(result: Result) -> str:
     if result.seconds is None:
         return f"  {result.job:<11} {result.tool:<32} not run: {result.note}"
     ratio = f"{result.ratio:6.3f} x floor" if result.ratio is not None else "  (floor 0 s)"
-    return (f"  {result.job:<11} {result.tool:<32} {result.seconds:8.3f} s virtual {result.commands:7d} probe "
+    return (f"  {result.job:<11} {result.tool:<32} {result.seconds:8.3f} s virtual {result.commands:7d} "
             f"commands  {ratio}  {'OK' if result.ok else 'FLASH WRONG'}")
 
 
-def markdown(bench: BenchResult) -> str:
-    """docs/bench.md: no date, so the file changes only when the numbers do."""
+LINK_TITLES = {"stlink-v2": "ST-Link/V2-1 (USB full speed, V2J40M27)",
+               "stlink-v3": "STLINK-V3 (USB high speed, V3J13M4B3S1)"}
+
+
+def markdown(bench: BenchResult, stlink: Sequence[BenchResult] = ()) -> str:
+    """docs/bench.md: no date, so the file changes only when the numbers do. `bench` is the in-process route,
+    `stlink` one result per virtual ST-Link (bench_stlink.py)."""
     jobs = {job.name: job for job in make_jobs(bench.seed)}
     lines = [
-        "# Benchmark: f4load and pyocd on the virtual STM32F407",
+        "# Benchmark: f4load, pyocd and OpenOCD on the virtual STM32F407",
         "",
-        f"Written by `invoke bench` (`host/f4load/bench.py`). Link model **{bench.link}**; image **512 KB** of "
-        f"random bytes (Python `random.Random({bench.seed}).randbytes`, seed **{bench.seed}**) at 0x0800_0000; "
-        f"a 512 KB STM32F407VE, a fresh state directory per run. Times are virtual seconds on the chip's "
-        "clock from the start of the work to its end (connecting left out), link included; probe commands are "
-        "counted by the virtual probe. The floor is the least time the flash itself needs for what must "
-        "change (DS8626 Table 40 typical: 16 us per x32 write, 0.25/0.55/1.0 s per 16/64/128 KB sector "
-        "erase; `f4load.floor`).",
-        "",
-        "- **f4load**: `f4load.session.Session.program` (what `f4load app.bin` runs): a CRC of every touched "
-        "sector by the target, plan, the stub stream, a CRC of every rewritten sector (\"in stream\": the "
-        "verify CRCs run at the end of the same stream, 512 KB in about 25 ms).",
-        "- **pyocd + f4load stub**: pyocd's FileProgrammer (default options) with f4load's stub as pyocd's "
-        "flash algorithm (target type `f4load_stm32f407xe`), then the image read back through pyocd.",
-        "- **pyocd + Keil STM32F4xx_2048.FLM**: the same with Keil's algorithm (`f4load.sim.peer.use_flm`).",
+        f"Written by `invoke bench` (`host/f4load/bench.py`, `bench_stlink.py`). Image **512 KB** of random bytes "
+        f"(Python `random.Random({bench.seed}).randbytes`, seed **{bench.seed}**) at 0x0800_0000; a 512 KB "
+        "STM32F407VE, a fresh state directory per run. Times are virtual seconds on the chip's clock from the "
+        "start of the work to its end (connecting left out), link included. The floor is the least time the "
+        "flash itself needs for what must change (DS8626 Table 40 typical: 16 us per x32 write, 0.25/0.55/1.0 s "
+        "per 16/64/128 KB sector erase; `f4load.floor`).",
         "",
     ]
+    if stlink:
+        lines += _stlink_section(stlink, jobs)
+    lines += [f"## In process: the pyocd plugin f4sim, link model {bench.link} per probe call", "",
+              "pyocd drives the chip in its own process through the `f4sim` probe plugin, which charges 1 ms and "
+              "the SWD time of the data (4 MHz) per pyocd probe call (`sim/clock.py`), whatever USB "
+              "transactions a real ST-Link would need for it.", "",
+              "- **f4load**: `f4load.session.Session.program` (what `f4load app.bin` runs): a CRC of every "
+              "touched sector by the target, plan, the stub stream, a CRC of every rewritten sector (\"in "
+              "stream\": the verify CRCs run at the end of the same stream, 512 KB in about 25 ms).",
+              "- **pyocd + f4load stub**: pyocd's FileProgrammer (default options) with f4load's stub as pyocd's "
+              "flash algorithm (target type `f4load_stm32f407xe`), then the image read back through pyocd.",
+              "- **pyocd + Keil STM32F4xx_2048.FLM**: the same with Keil's algorithm (`f4load.sim.peer.use_flm`).",
+              ""]
     for name in JOBS:
-        job = jobs[name]
-        floor = f"floor {job.floor_s:.3f} s" if job.floor_s > 0 else "floor 0 s"
-        lines += [f"## {name}: {job.what} ({floor})", "",
-                  "| programmer | virtual s | of which verify | probe commands | x floor | verified by | "
-                  "flash afterwards |",
-                  "|---|---:|---:|---:|---:|---|---|"]
-        for result in (r for r in bench.results if r.job == name):
-            if result.seconds is None:
-                lines.append(f"| {result.tool} | - | - | - | - | {result.note} | - |")
-                continue
-            ratio = f"{result.ratio:.3f}" if result.ratio is not None else "-"
-            verify = f"{result.verify_seconds:.3f}" if result.verify_seconds is not None else "in stream"
-            lines.append(f"| {result.tool} | {result.seconds:.3f} | {verify} | {result.commands:,} | {ratio} | "
-                         f"{result.verified} | {'the image' if result.ok else 'WRONG'} |")
-        lines.append("")
+        lines += _job_table(bench, jobs[name], "###", "probe commands")
+    lines += _closing_note(bench, stlink)
     lines += ["## Acceptance (issue 4)", ""]
     lines += [f"- {'PASS' if ok else 'FAIL'}: {text}" for text, ok in bench.checks]
+    for result in stlink:
+        lines += [f"- {'PASS' if ok else 'FAIL'}: {text}" for text, ok in result.checks]
     return "\n".join(lines) + "\n"
+
+
+def _job_table(bench: BenchResult, job: Job, level: str, commands: str) -> List[str]:
+    floor = f"floor {job.floor_s:.3f} s" if job.floor_s > 0 else "floor 0 s"
+    lines = [f"{level} {job.name}: {job.what} ({floor})", "",
+             f"| programmer | virtual s | of which verify | {commands} | x floor | x floor without verify | "
+             "verified by | flash afterwards |",
+             "|---|---:|---:|---:|---:|---:|---|---|"]
+    for result in (r for r in bench.results if r.job == job.name):
+        if result.seconds is None or result.commands is None:
+            lines.append(f"| {result.tool} | - | - | - | - | - | {result.note} | - |")
+            continue
+        ratio = f"{result.ratio:.3f}" if result.ratio is not None else "-"
+        bare = result.ratio_without_verify
+        without = f"{bare:.3f}" if bare is not None else "-"
+        verify = f"{result.verify_seconds:.3f}" if result.verify_seconds is not None else "in stream"
+        lines.append(f"| {result.tool} | {result.seconds:.3f} | {verify} | {result.commands:,} | {ratio} | "
+                     f"{without} | {result.verified} | {'the image' if result.ok else 'WRONG'} |")
+    return lines + [""]
+
+
+def _stlink_section(stlink: Sequence[BenchResult], jobs: Dict[str, Job]) -> List[str]:
+    lines = ["## Through the virtual ST-Link: every programmer in one virtual clock", "",
+             "`f4load-sim serve` puts an ST-Link in front of the virtual chip; each programmer talks to it over the "
+             "ST-Link TCP server protocol with its own, unmodified driver (pyocd's `StlinkProbe`/`STLink` through "
+             "the `stlink-tcp` plugin, OpenOCD's hla and stlink-dap drivers), and every USB command it sends costs "
+             "one transaction on the board's clock: latency (1 ms on the V2-1, 250 us on the V3) + USB payload + "
+             "the SWD transfers at the clock the client chose (docs/sim.md, \"The ST-Link route\"). USB commands "
+             "are counted by the virtual ST-Link. Each programmer runs at the SWD clock it asks for by default, as "
+             "its driver maps it onto the ST-Link's steps: f4load asks 4 MHz, which pyocd's ST-Link driver turns "
+             "into 1.8 MHz on a V2 (its table calls the fastest divisor 4.6 MHz) and 3.3 MHz on a V3; pyocd "
+             "alone asks 1 MHz (950 kHz on a V2); OpenOCD's stm32f4x.cfg asks 2 MHz, then 8 MHz after `reset "
+             "init` (4 MHz on a V2). The `24 MHz SWD asked` row is f4load with `frequency` 24 MHz (4 MHz on a "
+             "V2, 24 MHz on a V3).", "",
+             "OpenOCD is timed over `flash write_image erase` + `verify_image` (what `program FILE verify` runs) "
+             "after `init`/`reset init`; it rewrites every sector the image covers, whatever the chip holds. Its "
+             "`reset init` switches the core to a 64 MHz PLL that the virtual chip does not model (it stays at "
+             "16 MHz), so OpenOCD's target-side CRC (`verify_image`) and loader loop are charged up to 4 x their "
+             "real time. Host-side sleeps (OpenOCD's 1 ms between FLASH_SR polls and 2 ms on a full FIFO) are "
+             "not charged: virtual time passes per transaction only.", ""]
+    for bench in stlink:
+        lines += [f"### {LINK_TITLES.get(bench.link, bench.link)}", ""]
+        for name in JOBS:
+            lines += _job_table(bench, jobs[name], "####", "USB commands")
+    return lines
+
+
+def _closing_note(bench: BenchResult, stlink: Sequence[BenchResult]) -> List[str]:
+    """The 512 KB job in a few lines: f4load vs OpenOCD vs pyocd + Keil, and the two routes compared."""
+    lines = ["## The 512 KB job (full) in short", ""]
+    in_process = bench.get("full", F4LOAD)
+    for route in stlink:
+        parts = []
+        for tool in (F4LOAD, "OpenOCD 0.12 hla", "OpenOCD 0.12 stlink-dap", PYOCD_KEIL):
+            result = route.get("full", tool)
+            if result is not None and result.seconds is not None and result.commands is not None:
+                ratio = f", {result.ratio:.2f} x floor" if result.ratio is not None else ""
+                parts.append(f"{tool} {result.seconds:.2f} s / {result.commands:,} USB commands{ratio}")
+        if parts:
+            lines.append(f"- {LINK_TITLES.get(route.link, route.link)}: " + "; ".join(parts) + ".")
+    if in_process is None or in_process.seconds is None or in_process.ratio is None:
+        return lines + [""]
+    routes = [(route.link, route.get("full", F4LOAD)) for route in stlink]
+    shown = [f"{r.seconds:.2f} s = {r.ratio:.2f} x floor through the {link}" for link, r in routes
+             if r is not None and r.seconds is not None and r.ratio is not None]
+    lines += [
+        f"- f4load, the two routes: {in_process.seconds:.2f} s = {in_process.ratio:.2f} x floor in process "
+        f"({in_process.commands:,} probe calls at 1 ms each)" + (", " + ", ".join(shown) if shown else "") + ".",
+        "- What differs for the same job: in process every pyocd probe call costs 1 ms plus its data at 4 MHz; "
+        "through the ST-Link every memory access is two USB commands (the access, then GETLASTRWSTATUS2: 2 ms "
+        "on a V2, 0.5 ms on a V3), a DP/AP register access one, and the data moves at the SWD clock pyocd's "
+        "driver picks (1.8 MHz on a V2, 3.3 MHz on a V3, for f4load's 4 MHz). Polling loops (f4load waiting on "
+        "the stub's mailbox, pyocd on its algorithm, OpenOCD on FLASH_SR) therefore make fewer polls through a "
+        "V2 and more through a V3 than in process, which the USB command counts show; f4load's total moves "
+        "little because its transfers overlap the flash's own work, while pyocd's read-back verify and the "
+        "algorithm-call round trips of the FLM routes are charged in full.",
+        "- OpenOCD's stm32f2x driver erases at the PSIZE left after reset (x8) and programs at x16, both slower "
+        "than x32 (DS8626 Table 40), and rewrites every sector of the image: its floor-relative time is about "
+        "2.3 x whatever the chip held.",
+    ]
+    return lines + [""]
 
 
 def results_by_tool(bench: BenchResult) -> Dict[str, Dict[str, Result]]:

@@ -151,7 +151,8 @@ def global_options(func: F) -> F:
                           "Table 13). Default: the probe's reading, else 3.3 V."),
         click.option("--frequency", "frequency", type=FREQUENCY, default=None, metavar="HZ",
                      help="SWD clock asked of the probe (e.g. 1.8M, 24M); the probe takes its fastest step not "
-                          "above it. Default 4M (an ST-Link/V2's fastest; an ST-Link/V3 on short leads does 24M)."),
+                          "above it. Default 8M: an ST-Link/V2's fastest (4 MHz) and 8 MHz on an ST-Link/V3, as "
+                          "STM32CubeProgrammer; lower it for long leads."),
         click.option("--sim-link", "sim_link", default=None, metavar="MODEL",
                      help="Virtual chip only: link model stlink-v2, stlink-v3 or ideal (default: $F4LOAD_SIM_LINK, "
                           "else stlink-v2)."),

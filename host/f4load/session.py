@@ -143,11 +143,13 @@ LOG = logging.getLogger(__name__)
 
 SIM_PROBE = probes.SIM
 SIM_LINK_OPTION = "f4sim.link"
-# The SWD clock asked of the probe unless told otherwise: the ST-Link/V2's fastest setting and STM32CubeProgrammer's
-# default, reliable on ordinary 10-20 cm leads. (pyocd's own default, 1 MHz, makes an ST-Link/V2 run at 950 kHz,
-# and a 512 KB image then takes longer to move over SWD than the flash takes to program it.) An ST-Link/V3 on
-# short leads can go faster: `frequency=24_000_000`.
-DEFAULT_SWD_HZ = 4_000_000
+# The SWD clock asked of the probe unless told otherwise. A probe runs at its fastest step not above the request:
+# 8 MHz gives an ST-Link/V2 its fastest divisor (4 MHz; pyocd's ST-Link driver labels it 4.6 MHz, so asking
+# "4 MHz" would get 1.8 MHz) and an ST-Link/V3 8 MHz, the two STM32CubeProgrammer defaults, and OpenOCD's
+# stm32f4x.cfg runs at 8 MHz too once the target is initialised. pyocd's own default, 1 MHz, makes an ST-Link/V2
+# run at 950 kHz, and a 512 KB image then takes longer to move over SWD than the flash takes to program it.
+# Long flying leads may need less (`--frequency 1.8M`); an ST-Link/V3 on short leads does 24 MHz.
+DEFAULT_SWD_HZ = 8_000_000
 BACKUP_DIR_ENV = "F4LOAD_BACKUP_DIR"
 CONNECT_MODES = ("under-reset", "halt", "attach")
 ASSUMED_VDD = 3.3
@@ -380,8 +382,9 @@ class Session:
         return None if now is None or self._virtual_at_open is None else now - self._virtual_at_open
 
     def virtual_now(self) -> Optional[float]:
-        """Virtual seconds on the virtual chip's clock, None on real hardware."""
-        if not self.is_sim or self.pyocd is None:
+        """Virtual seconds on the virtual chip's clock (in process, or a board of `f4load-sim serve` through
+        the stlink-tcp probe), None on real hardware."""
+        if self.pyocd is None:
             return None
         clock = getattr(self.pyocd.probe, "clock", None)
         return float(clock.seconds) if clock is not None else None
@@ -600,7 +603,7 @@ class Session:
         interrupt.check("before the option bytes were changed: nothing was changed")
         self._halt_for_work()
         clock = self.virtual_now
-        now = (lambda: clock() or 0.0) if self.is_sim else time.monotonic
+        now = (lambda: clock() or 0.0) if clock() is not None else time.monotonic
         try:
             after = option_bytes.OptionProgrammer(self.target, now).program(new, allow_rdp2=allow_rdp2)
         except pyocd_errors.TransferError as error:

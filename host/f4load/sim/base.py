@@ -67,6 +67,7 @@ class ChipBase:
     _last_reset: Optional[Tuple[str, int, int]]
     _resume_pc: Optional[int]  # an FPB breakpoint here is skipped once after a resume
     _iwdg_counting: bool
+    debugger_wait_limit_ps: Optional[int]  # DebugPort.wait_limit_ps during a debugger access (flash_wait.py)
     # counters for tests and tools
     instructions: int
     resets: Dict[str, int]

@@ -24,7 +24,8 @@ debugger gets BusFault.
 """
 from __future__ import annotations
 
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 from unicorn import UC_MEM_FETCH_PROT, UC_MEM_FETCH_UNMAPPED, Uc, UcError
 
@@ -102,14 +103,16 @@ class ChipBus(ChipBase):
             return b""
         kind = self._kind(address, length)
         if kind == "flash" and not self.flash.reads_blocked:
-            self._stall_debugger_read_while_busy(address)
+            with _fault_at(address):
+                self._stall_debugger_read_while_busy(address)
             offset = flash_offset(address)
             return bytes(self._flash_mem[offset:offset + length])
         if kind in ("ram", "sysmem"):
             return bytes(self.uc.mem_read(address, length))
         out = bytearray()
         for chunk_address, size in split_accesses(address, length):
-            out += self.bus_read(chunk_address, size).to_bytes(size, "little")
+            with _fault_at(chunk_address):
+                out += self.bus_read(chunk_address, size).to_bytes(size, "little")
         return bytes(out)
 
     def bus_write_block(self, address: int, data: bytes) -> None:
@@ -122,7 +125,8 @@ class ChipBus(ChipBase):
             return
         position = 0
         for chunk_address, size in split_accesses(address, len(data)):
-            self.bus_write(chunk_address, size, int.from_bytes(data[position:position + size], "little"))
+            with _fault_at(chunk_address):
+                self.bus_write(chunk_address, size, int.from_bytes(data[position:position + size], "little"))
             position += size
 
     def _kind(self, address: int, length: int) -> str:
@@ -296,3 +300,14 @@ class ChipBus(ChipBase):
             return int.from_bytes(self.uc.mem_read(address, 2), "little")
         except UcError:
             return None
+
+
+@contextmanager
+def _fault_at(address: int) -> Iterator[None]:
+    """A BusFault from one access of a block carries that access's address (a probe reports where it failed)."""
+    try:
+        yield
+    except BusFault as fault:
+        if fault.address is None:
+            fault.address = address
+        raise

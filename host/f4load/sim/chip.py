@@ -117,6 +117,7 @@ class Chip(ChipCore, ChipBus, ChipFlashWait, ChipExceptions):
         self._block_sizes: Dict[Tuple[int, int], Tuple[int, bool]] = {}
         self._bp_hooks: Dict[int, int] = {}
         self._iwdg_counting = True
+        self.debugger_wait_limit_ps: Optional[int] = None
 
         # --- models ---------------------------------------------------------------------------------
         self.flash = FlashInterface(self.clock, part, memoryview(self._flash_mem), self.options, faults)

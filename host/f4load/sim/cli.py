@@ -5,6 +5,8 @@
     f4load-sim fault wrp=0-3 rdp1     add faults (text form: docs/faults.md)
     f4load-sim fault --clear          remove every fault
     f4load-sim faults                 the known faults, one line each
+    f4load-sim serve [--port 7184] [--board NAME ...] [--link stlink-v2|stlink-v3] [FAULT...]
+                                      the boards behind virtual ST-Links, over the ST-Link TCP protocol
     f4load-sim --state DIR ...        use DIR instead of $F4LOAD_SIM_STATE or the default
     f4load-sim --board NAME ...       the named virtual board NAME (`f4load --probe sim:NAME`)
 
@@ -22,6 +24,7 @@ from f4load import registers as reg
 from f4load.part import KB, OTP_SIZE, part_for_flash_kb, sectors_for
 from f4load.sim.faults import FAULT_KINDS, FAULTS_ENV, Faults, FaultSpecError, format_sectors
 from f4load.sim.flash import OptionBytes
+from f4load.sim.server import ServeError
 from f4load.sim.state import (
     ChipState,
     SimStateError,
@@ -204,6 +207,56 @@ def list_faults() -> None:
     click.echo(f"Several faults: separate with spaces (or ';' in {FAULTS_ENV}).")
 
 
+@cli.command()
+@_state_option
+@click.option("--port", type=click.IntRange(0, 65535), default=7184, show_default=True,
+              help="TCP port (0: any free port; the one chosen is printed).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. The protocol has no authentication: anything else than 127.0.0.1 "
+                   "lets whoever reaches the port drive the boards.")
+@click.option("--board", "boards", metavar="NAME", multiple=True,
+              help="Serve the named virtual board NAME (repeat for several; default: the default board, or "
+                   "the --board given before `serve`).")
+@click.option("--link", type=click.Choice(["stlink-v2", "stlink-v3"]), default="stlink-v2", show_default=True,
+              help="The ST-Link in front of each board: an ST-Link/V2-1 (USB full speed) or an STLINK-V3 (high "
+                   "speed); sets the firmware and the cost of every USB command.")
+@click.argument("specs", nargs=-1, metavar="[FAULT...]")
+@click.pass_context
+def serve(ctx: click.Context, state: Optional[str], port: int, host: str, boards: Sequence[str], link: str,
+          specs: Sequence[str]) -> None:
+    """Run virtual boards, each an ST-Link in front of a virtual STM32F407, until stopped (SIGTERM, Ctrl-C),
+    reachable over the ST-Link TCP server protocol: OpenOCD `-c "st-link backend tcp PORT"` (stlink-dap) or
+    `-c "hla_stlink_backend tcp PORT"` (hla), pyocd and f4load `-u stlink-tcp:127.0.0.1:PORT`. FAULTs are added
+    to every board for this run (as $F4LOAD_SIM_FAULTS); the flash is saved as it changes."""
+    import logging
+    import signal
+
+    from f4load.sim.server import StLinkServer, open_boards
+
+    root, group_board = ctx.obj
+    names: List[Optional[str]] = list(boards) if boards else [group_board]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s f4load-sim: %(message)s", stream=sys.stderr)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"{PROG}: warning: listening on {host}: the ST-Link TCP protocol has no authentication, "
+                   "anyone who can reach this port can program and read the boards", err=True)
+    server_boards = open_boards(names, state if state is not None else root, link, " ".join(specs))
+    try:
+        server = StLinkServer(server_boards, host, port)
+    except BaseException:
+        for board in server_boards:
+            board.close()
+        raise
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: server.stop())
+    address, chosen = server.address
+    for board in server_boards:
+        click.echo(f"{board.label}: {board.directory}")
+    click.echo(f"listening on {address}:{chosen}", )
+    sys.stdout.flush()
+    server.serve_forever()
+    click.echo("stopped; boards saved")
+
+
 # ---------------------------------------------------------------------------------------------------------
 def _error(message: str) -> None:
     one_line = " ".join(str(message).split())
@@ -229,6 +282,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _error(str(exc))
         return 2
     except SimStateError as exc:
+        _error(str(exc))
+        return 1
+    except ServeError as exc:
         _error(str(exc))
         return 1
     except KeyboardInterrupt:

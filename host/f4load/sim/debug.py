@@ -27,15 +27,20 @@ generic Cortex-M4 ROM table identity (JEP106 0x43B, part 0x4C4) instead of ST's 
 what non-ST F4 look-alikes typically show.
 
 `DebugPort` is the SW-DP (DPv1, IDR 0x2BA0_1477) with one AHB-AP (APSEL 0, IDR 0x2477_0011); APs 1-3 read IDR 0.
-See its docstring for the register protocol.
+It is the one way a probe front-end (the pyocd plugin `probe.py`, the ST-Link firmware `stlink.py`) reaches the
+chip: DP/AP registers, memory through the AHB-AP, the NRST pin, the target voltage, and time passing. See its
+docstring for the register protocol.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Dict, Tuple
+from functools import partial
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Tuple, TypeVar
 
 from f4load.registers import DBGMCU_APB1_FZ, DBGMCU_APB2_FZ, DBGMCU_CR, DBGMCU_IDCODE, ROM_TABLE_BASE
 from f4load.sim.clock import CYCLE_PS
-from f4load.sim.flash import BusFault
+from f4load.sim.flash import BusFault, BusWait
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from f4load.sim.chip import Chip
@@ -721,11 +726,23 @@ class DebugPort:
     bus rejects sets STICKYERR and raises BusFault (the probe turns that into pyocd's TransferFaultError); a
     write of ABORT.STKERRCLR clears it. AP reads are not posted: the value is returned at once, and RDBUFF
     repeats the last AP read.
+
+    What a probe's firmware does with the AHB-AP in one go is offered whole (`read_memory`/`write_memory`: CSW
+    size, TAR, a run of DRW transfers), with the same checks and sticky-error rules as the register path; a bus
+    error raises BusFault carrying the `address` of the transfer that failed. An access the bus stalls (a flash
+    read or store while BSY=1) completes when the stall ends, time passing; with `wait_limit_ps` set, a stall
+    longer than that raises BusWait instead and nothing is transferred: the SW-DP answered WAIT for as long as
+    the probe retries (RM0090 3.6: the AHB stalls while the flash is busy; ADIv5: the DP answers WAIT).
+
+    Beside the wire: `nrst` (the reset pin the probe drives), `target_voltage` (what the probe measures on
+    VDD), `attach`/`detach` (a debugger is connected: the RDP level 1 intrusion rule, RM0090 3.7.3) and
+    `pass_time` (the probe's own time: the link, a reset pulse; the core runs meanwhile).
     """
 
     def __init__(self, chip: Chip) -> None:
         self.chip = chip
         self._power_cycles = chip.power_cycles
+        self.wait_limit_ps: Optional[int] = None
         self.power_down()
 
     def power_down(self) -> None:
@@ -797,17 +814,22 @@ class DebugPort:
             raise BusFault("AP access while CTRL/STAT.STICKYERR is set (clear it with ABORT.STKERRCLR)")
 
     def read_ap(self, addr: int) -> int:
+        return self.ap_read(*self._decode_ap(addr))
+
+    def write_ap(self, addr: int, value: int) -> None:
+        self.ap_write(*self._decode_ap(addr), value)
+
+    def ap_read(self, apsel: int, reg: int) -> int:
+        """Read AP register `reg` (A[7:2]) of AP `apsel`, as a probe that selects the AP itself does."""
         self._check_ap_access()
-        apsel, reg = self._decode_ap(addr)
-        value = self._read_ap(apsel, reg)
+        value = self._read_ap(apsel, reg & 0xFC)
         self.rdbuff = value
         return value
 
-    def write_ap(self, addr: int, value: int) -> None:
+    def ap_write(self, apsel: int, reg: int, value: int) -> None:
         self._check_ap_access()
-        apsel, reg = self._decode_ap(addr)
         if apsel == 0:
-            self._write_ahb_ap(reg, value & 0xFFFF_FFFF)
+            self._write_ahb_ap(reg & 0xFC, value & 0xFFFF_FFFF)
 
     def _read_ap(self, apsel: int, reg: int) -> int:
         if apsel != 0:
@@ -846,12 +868,20 @@ class DebugPort:
             raise BusFault(f"AHB-AP CSW.Size {self.csw & CSW_SIZE_MASK} is not supported (8/16/32 bits only)")
         return size
 
-    def _memory(self, access):  # type: ignore[no-untyped-def]
+    def _memory(self, access: Callable[[], T]) -> T:
+        """One AHB access: a bus error sets STICKYERR; a stall longer than `wait_limit_ps` is a WAIT (no
+        sticky flag: the DP answered WAIT, the transfer did not happen)."""
+        chip = self.chip
+        chip.debugger_wait_limit_ps = self.wait_limit_ps
         try:
             return access()
+        except BusWait:
+            raise
         except BusFault:
             self.ctrl_stat |= STICKYERR
             raise
+        finally:
+            chip.debugger_wait_limit_ps = None
 
     def _drw_read(self) -> int:
         size = self._transfer_size()
@@ -870,6 +900,88 @@ class DebugPort:
     def _increment_tar(self, size: int) -> None:
         if (self.csw & CSW_ADDRINC_MASK) >> CSW_ADDRINC_SHIFT in (1, 2):  # single or packed
             self.tar = (self.tar & ~(TAR_WRAP - 1)) | ((self.tar + size) & (TAR_WRAP - 1))
+
+    # --- what a probe's firmware does with the AHB-AP in one go ----------------------------------------------
+    def read_memory(self, address: int, length: int, size: int = 4, increment: bool = True) -> bytes:
+        """`length` bytes from `address` in `size`-byte AHB transfers (CSW.Size, TAR, DRW reads), the address
+        incrementing (or not: a FIFO register read again and again). BusFault (with `address`) or BusWait."""
+        self._prepare_transfers(address, length, size)
+        chip = self.chip
+        if not increment:
+            return b"".join(self._memory(lambda: chip.bus_read(address, size)).to_bytes(size, "little")
+                            for _ in range(length // size))
+        if size == 4:
+            data = self._memory(lambda: chip.bus_read_block(address, length))
+        else:
+            data = b"".join(self._memory(partial(chip.bus_read, at, size)).to_bytes(size, "little")
+                            for at in range(address, address + length, size))
+        self._after_transfers(address + length - size, size, int.from_bytes(data[-size:], "little"))
+        return data
+
+    def write_memory(self, address: int, data: bytes, size: int = 4, increment: bool = True) -> None:
+        """`data` to `address` in `size`-byte AHB transfers (CSW.Size, TAR, DRW writes), the address
+        incrementing (or not). BusFault (with `address` of the transfer that failed) or BusWait."""
+        self._prepare_transfers(address, len(data), size)
+        chip = self.chip
+        if increment and size == 4:
+            self._memory(lambda: chip.bus_write_block(address, bytes(data)))
+        else:
+            for offset in range(0, len(data), size):
+                at = address + offset if increment else address
+                self._memory(partial(chip.bus_write, at, size, int.from_bytes(data[offset:offset + size], "little")))
+        self._after_transfers(address + len(data) - size if increment else address, size, None)
+
+    def _prepare_transfers(self, address: int, length: int, size: int) -> None:
+        self._check_ap_access()
+        if size not in (1, 2, 4) or address % size or length % size or length <= 0:
+            raise BusFault(f"{length} bytes at {address:#010x} in {size}-byte transfers: not aligned")
+        self.csw = (self.csw & ~(CSW_SIZE_MASK | CSW_ADDRINC_MASK)) | {1: 0, 2: 1, 4: 2}[size] | (
+            1 << CSW_ADDRINC_SHIFT)
+        self.tar = address
+
+    def _after_transfers(self, last_address: int, size: int, last_read: Optional[int]) -> None:
+        """TAR points past the last transfer (within its wrap), RDBUFF holds the last read."""
+        self.tar = last_address
+        self._increment_tar(size)
+        if last_read is not None:
+            self.rdbuff = (last_read << ((last_address & 3) * 8)) & 0xFFFF_FFFF
+
+    # --- beside the wire ----------------------------------------------------------------------------------------
+    @property
+    def nrst(self) -> bool:
+        """The NRST pin as the probe drives it: True while held low (a pin reset that lasts until released)."""
+        return bool(self.chip.nrst_asserted)
+
+    @nrst.setter
+    def nrst(self, asserted: bool) -> None:
+        self.chip.nrst_asserted = asserted
+
+    @property
+    def target_voltage(self) -> float:
+        """VDD as the probe measures it (an ST-Link's TVCC input)."""
+        return float(self.chip.faults.supply_voltage)
+
+    def attach(self) -> None:
+        """A debugger connects (SWD): under RDP level 1 the flash is then closed to every read (RM0090 3.7.3)."""
+        self._follow_power()
+        self.chip.flash.debugger_attached = True
+
+    def detach(self) -> None:
+        self.chip.flash.debugger_attached = False
+
+    def pass_time(self, ps: int) -> None:
+        """Let `ps` of virtual time pass for the chip (its core runs, its flash works): the probe's link
+        transfers, a reset pulse it holds."""
+        self.chip.advance(ps)
+
+    def run_until_halted(self, limit_ps: int) -> bool:
+        """Let time pass until the core halts or `limit_ps` has passed (for a host whose link costs nothing,
+        which learns of a halt the moment it happens); True if the core is halted."""
+        return bool(self.chip.run_until_halted(limit_ps))
+
+    @property
+    def now_ps(self) -> int:
+        return int(self.chip.clock.now_ps)
 
 
 __all__ = ["DebugPort", "SystemControlSpace"]

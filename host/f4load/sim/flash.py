@@ -169,7 +169,15 @@ REGRESSION_ERASE_TIME_PS = MASS_ERASE_TIME_PS[PSIZE_X32]
 
 
 class BusFault(Exception):
-    """A bus error on the virtual chip's bus (wrong flash key, RDP-blocked read, unmapped address...)."""
+    """A bus error on the virtual chip's bus (wrong flash key, RDP-blocked read, unmapped address...).
+    `address`, when known, is the address of the access that failed."""
+
+    address: Optional[int] = None
+
+
+class BusWait(BusFault):
+    """A debugger access the bus stalls for longer than the probe keeps retrying (the SW-DP answers WAIT):
+    nothing was transferred (debug.DebugPort.wait_limit_ps)."""
 
 
 def max_psize_for(supply_voltage: float) -> Optional[int]:

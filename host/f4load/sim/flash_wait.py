@@ -33,6 +33,7 @@ from f4load.registers import FLASH_BASE, FLASH_CR, FLASH_SR
 from f4load.sim.base import ChipBase
 from f4load.sim.clock import PS_PER_MS
 from f4load.sim.core import CYCLE_PS
+from f4load.sim.flash import BusWait
 
 FLASH_SR_OFFSET = FLASH_SR - FLASH_BASE
 FLASH_CR_OFFSET = FLASH_CR - FLASH_BASE
@@ -117,8 +118,13 @@ class ChipFlashWait(ChipBase):
 
     def _stall_debugger_while_busy(self) -> None:
         """RM0090 3.6: an access that must wait for BSY stalls the bus; the debugger's transfer completes when
-        the operation ends (time passes). With BSY stuck the model refuses the access instead."""
+        the operation ends (time passes). With BSY stuck the model refuses the access instead. A probe that
+        gives up after `debugger_wait_limit_ps` of WAIT answers (DebugPort.wait_limit_ps) gets BusWait for a
+        longer stall, and the access does not happen."""
         if self.flash.busy:
             until = self.flash.busy_until_ps()
+            limit = self.debugger_wait_limit_ps
+            if limit is not None and (until is None or until - self.clock.now_ps > limit):
+                raise BusWait("the flash is busy (BSY=1): the bus stalls the access")
             if until is not None and until > self.clock.now_ps:
                 self.advance(until - self.clock.now_ps)

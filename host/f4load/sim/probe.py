@@ -5,9 +5,14 @@ AP and the DP bank itself (capabilities MANAGED_AP_SELECTION and MANAGED_DPBANKS
 registers as `(APSEL << 24) | register`), and memory goes through an accelerated memory interface whose block
 transfers are single probe commands of up to `link.max_payload` bytes.
 
-Link accounting: every probe command costs `link.cost_ps(words)` of virtual time, charged to the chip with
-`chip.advance` *before* the access happens (the request has to reach the target first; while it travels the
-core keeps running). Counters `commands`, `bytes_read` and `bytes_written` are public. The link model comes
+The probe reaches the chip only through its `DebugPort` (debug.py): DP/AP registers, memory through the
+AHB-AP, the NRST pin, the supply it measures, time passing - as the ST-Link firmware (stlink.py) does. Before
+a memory access it does what the probe's own memory engine does for pyocd: it brings the debug domain back up
+if a power-on or brown-out reset took it down, and clears a STICKYERR an earlier fault left.
+
+Link accounting: every probe command costs `link.cost_ps(words)` of virtual time, charged through
+`DebugPort.pass_time` *before* the access happens (the request has to reach the target first; while it travels
+the core keeps running). Counters `commands`, `bytes_read` and `bytes_written` are public. The link model comes
 from the session option `f4sim.link`, else the `F4LOAD_SIM_LINK` environment variable, else `stlink-v2`.
 
 The ideal link charges nothing, so a host polling a running core would never see time pass. An ideal host
@@ -49,6 +54,7 @@ from f4load.sim.clock import DEFAULT_LINK_MODEL, LINK_MODELS, PS_PER_MS, PS_PER_
 
 if TYPE_CHECKING:
     from f4load.sim.chip import Chip
+    from f4load.sim.debug import DebugPort
 
 LOG = logging.getLogger(__name__)
 
@@ -107,7 +113,7 @@ class SimProbe(DebugProbe):
         self.board = board
         self._open_chip: Optional[_OpenChip] = None
         self._chip: Optional[Chip] = None
-        self._dp: Any = None
+        self._dp: Optional[DebugPort] = None
         self._link: Optional[LinkModel] = None
         self._is_open = False
         self._is_connected = False
@@ -170,7 +176,7 @@ class SimProbe(DebugProbe):
     @property
     def target_voltage(self) -> Optional[float]:
         """What the probe measures on the target's VDD, like an ST-Link's TVCC reading."""
-        return self._chip.faults.supply_voltage if self._chip is not None else None
+        return self._dp.target_voltage if self._dp is not None else None
 
     @property
     def associated_board_info(self) -> Optional[BoardInfo]:
@@ -238,36 +244,54 @@ class SimProbe(DebugProbe):
         return link_model_named(name)
 
     # --- link accounting ------------------------------------------------------------------------------
-    def _command(self, words: int) -> Chip:
-        """Account one probe command moving `words` SWD data words and return the chip to act on."""
-        chip = self.chip
+    def _command(self, words: int) -> DebugPort:
+        """Account one probe command moving `words` SWD data words and return the debug port to act on."""
+        if self._dp is None:
+            raise exceptions.ProbeError("the f4sim probe is not open")
         if self._disconnect_after is not None and self.commands >= self._disconnect_after:
             raise exceptions.ProbeDisconnected(
                 f"f4sim: link lost after {self._disconnect_after} probe commands (injected fault)")
         self.commands += 1
-        chip.advance(self.link.cost_ps(words))
-        return chip
+        self._dp.pass_time(self.link.cost_ps(words))
+        return self._dp
+
+    def _memory_command(self, words: int) -> DebugPort:
+        """A memory command: accounted, then the debug domain ready for the AHB-AP (module docstring)."""
+        from f4load.sim.debug import (
+            ABORT_STKERRCLR,
+            CDBGPWRUPREQ,
+            CSYSPWRUPREQ,
+            DP_ABORT,
+            DP_CTRL_STAT,
+            STICKYERR,
+        )
+
+        dp = self._command(words)
+        ctrl_stat = dp.read_dp(DP_CTRL_STAT)
+        if ctrl_stat & STICKYERR:
+            dp.write_dp(DP_ABORT, ABORT_STKERRCLR)
+        if not dp.powered:
+            dp.write_dp(DP_CTRL_STAT, ctrl_stat | CSYSPWRUPREQ | CDBGPWRUPREQ)
+        return dp
 
     def _ideal_host_wait(self) -> None:
         """On a zero-overhead link, let a running core run until it halts (bounded) before DHCSR is read."""
-        chip = self.chip
-        if self.link.command_overhead_ps or chip.halted:
+        if self.link.command_overhead_ps or self._dp is None:
             return
-        chip.run_until_halted(IDEAL_WAIT_LIMIT_PS)
+        self._dp.run_until_halted(IDEAL_WAIT_LIMIT_PS)
 
     # --- target control -------------------------------------------------------------------------------
     def connect(self, protocol: Optional[DebugProbe.Protocol] = None) -> None:
         if protocol not in (None, DebugProbe.Protocol.DEFAULT, DebugProbe.Protocol.SWD):
             raise exceptions.ProbeError(f"f4sim speaks SWD only, not {protocol.name}")
-        chip = self._command(0)
-        chip.flash.debugger_attached = True
+        self._command(0).attach()
         self._is_connected = True
 
     def disconnect(self) -> None:
         self._memory_interface = None
         self._is_connected = False
-        if self._chip is not None:
-            self._chip.flash.debugger_attached = False
+        if self._dp is not None:
+            self._dp.detach()
         self._command(0)
 
     def set_clock(self, frequency: float) -> None:
@@ -278,10 +302,10 @@ class SimProbe(DebugProbe):
 
     def assert_reset(self, asserted: bool) -> None:
         # NRST low is a pin reset and holds the chip in reset until released (chip.py).
-        self._command(0).nrst_asserted = asserted
+        self._command(0).nrst = asserted
 
     def is_reset_asserted(self) -> bool:
-        return self._chip is not None and bool(self._chip.nrst_asserted)
+        return self._dp is not None and self._dp.nrst
 
     def reset(self) -> None:
         """Pulse NRST for `reset.hold_time`, then wait `reset.post_delay`, both in virtual time."""
@@ -290,31 +314,31 @@ class SimProbe(DebugProbe):
             hold_s = float(self.session.options.get("reset.hold_time"))
             post_s = float(self.session.options.get("reset.post_delay"))
         self.assert_reset(True)
-        self.chip.advance(int(hold_s * PS_PER_S))
+        self._command(0).pass_time(int(hold_s * PS_PER_S))
         self.assert_reset(False)
-        self.chip.advance(int(post_s * PS_PER_S))
+        self._command(0).pass_time(int(post_s * PS_PER_S))
 
     # --- DAP register access --------------------------------------------------------------------------
     def read_dp(self, addr: int, now: bool = True) -> Union[int, Callable[[], int]]:
-        self._command(1)
-        result = self._dap_access(lambda: self._dp.read_dp(addr))
+        dp = self._command(1)
+        result = self._dap_access(lambda: dp.read_dp(addr))
         return result if now else (lambda: result)
 
     def write_dp(self, addr: int, data: int) -> None:
-        self._command(1)
-        self._dap_access(lambda: self._dp.write_dp(addr, data))
+        dp = self._command(1)
+        self._dap_access(lambda: dp.write_dp(addr, data))
 
     def read_ap(self, addr: int, now: bool = True) -> Union[int, Callable[[], int]]:
         result = self._read_ap_now(addr)
         return result if now else (lambda: result)
 
     def _read_ap_now(self, addr: int) -> int:
-        self._command(1)
-        return int(self._dap_access(lambda: self._dp.read_ap(addr)))
+        dp = self._command(1)
+        return int(self._dap_access(lambda: dp.read_ap(addr)))
 
     def write_ap(self, addr: int, data: int) -> None:
-        self._command(1)
-        self._dap_access(lambda: self._dp.write_ap(addr, data))
+        dp = self._command(1)
+        self._dap_access(lambda: dp.write_ap(addr, data))
 
     def read_ap_multiple(self, addr: int, count: int = 1,
                          now: bool = True) -> Union[Sequence[int], Callable[[], Sequence[int]]]:
@@ -353,10 +377,10 @@ class SimMemoryInterface(MemoryInterface):
         assert transfer_size in (8, 16, 32)
         addr &= 0xFFFF_FFFF
         size = transfer_size // 8
-        chip = self._probe._command(1)
+        dp = self._probe._memory_command(1)
         self._probe.bytes_written += size
         with _faults_as_transfer_errors("write", addr, size):
-            chip.bus_write(addr, size, data)
+            dp.write_memory(addr, (data & ((1 << transfer_size) - 1)).to_bytes(size, "little"), size)
 
     def read_memory(self, addr: int, transfer_size: int = 32, now: bool = True,
                     **attrs: Any) -> Union[int, Callable[[], int]]:
@@ -365,10 +389,10 @@ class SimMemoryInterface(MemoryInterface):
         size = transfer_size // 8
         if addr == DHCSR:
             self._probe._ideal_host_wait()
-        chip = self._probe._command(1)
+        dp = self._probe._memory_command(1)
         self._probe.bytes_read += size
         with _faults_as_transfer_errors("read", addr, size):
-            result = chip.bus_read(addr, size)
+            result = int.from_bytes(dp.read_memory(addr, size, size), "little")
         return result if now else (lambda: result)
 
     # --- block transfers ------------------------------------------------------------------------------
@@ -401,35 +425,34 @@ class SimMemoryInterface(MemoryInterface):
     def _read_words(self, addr: int, length: int) -> bytes:
         out = bytearray()
         for start, count in _chunks(addr, length, self._probe.link.max_payload):
-            chip = self._probe._command(count // 4)
+            dp = self._probe._memory_command(count // 4)
             self._probe.bytes_read += count
             with _faults_as_transfer_errors("read", start, count):
-                out += chip.bus_read_block(start, count)
+                out += dp.read_memory(start, count, 4)
         return bytes(out)
 
     def _write_words(self, addr: int, data: bytes) -> None:
         for start, count in _chunks(addr, len(data), self._probe.link.max_payload):
-            chip = self._probe._command(count // 4)
+            dp = self._probe._memory_command(count // 4)
             self._probe.bytes_written += count
             with _faults_as_transfer_errors("write", start, count):
-                chip.bus_write_block(start, data[start - addr:start - addr + count])
+                dp.write_memory(start, data[start - addr:start - addr + count], 4)
 
     def _read_bytes(self, addr: int, length: int) -> bytes:
         out = bytearray()
         for start, count in _chunks(addr, length, BYTE_TRANSFER_MAX):
-            chip = self._probe._command(count)  # one SWD transfer per byte
+            dp = self._probe._memory_command(count)  # one SWD transfer per byte
             self._probe.bytes_read += count
             with _faults_as_transfer_errors("read", start, count):
-                out += bytes(chip.bus_read(start + i, 1) for i in range(count))
+                out += dp.read_memory(start, count, 1)
         return bytes(out)
 
     def _write_bytes(self, addr: int, data: bytes) -> None:
         for start, count in _chunks(addr, len(data), BYTE_TRANSFER_MAX):
-            chip = self._probe._command(count)
+            dp = self._probe._memory_command(count)
             self._probe.bytes_written += count
             with _faults_as_transfer_errors("write", start, count):
-                for i in range(count):
-                    chip.bus_write(start + i, 1, data[start - addr + i])
+                dp.write_memory(start, data[start - addr:start - addr + count], 1)
 
 
 def _split_unaligned(addr: int, size: int) -> Tuple[int, int, int]:
