@@ -45,29 +45,49 @@ static uint32_t crc_unit_result(uint32_t enr)
 }
 
 /*
- * CRC of `words` words from `address`: returned, and kept in f4load_crc. Four words per loop iteration (one
- * load-multiple, four CRC_DR writes): the CRC unit takes a word per AHB write (RM0090 4.3), so the loop
- * bookkeeping is what costs.
+ * Feed `blocks` blocks of 8 words from `p` to CRC_DR: one load-multiple and eight stores per block. The CRC unit
+ * takes a word per AHB write (RM0090 4.3); what costs is the loop around the stores, so it is unrolled and in
+ * assembly (the compiler spills and re-reads otherwise). Returns the address after the last word.
+ */
+static const uint32_t *crc_feed_blocks(const uint32_t *p, uint32_t blocks)
+{
+    register const uint32_t *r0 __asm__("r0") = p;
+    register uint32_t r1 __asm__("r1") = blocks;
+    __asm volatile(
+        "   movw    r2, %[lo]\n"
+        "   movt    r2, %[hi]\n"
+        "1: ldmia   r0!, {r3, r4, r5, r6, r7, r8, r9, r10}\n"
+        "   str     r3, [r2]\n"
+        "   str     r4, [r2]\n"
+        "   str     r5, [r2]\n"
+        "   str     r6, [r2]\n"
+        "   str     r7, [r2]\n"
+        "   str     r8, [r2]\n"
+        "   str     r9, [r2]\n"
+        "   str     r10, [r2]\n"
+        "   subs    r1, r1, #1\n"
+        "   bne     1b\n"
+        : "+r"(r0), "+r"(r1)
+        : [lo] "i"(CRC_BASE & 0xFFFFu), [hi] "i"(CRC_BASE >> 16)
+        : "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "cc", "memory");
+    return r0;
+}
+
+/*
+ * CRC of `words` words from `address`: returned, and kept in f4load_crc. The IWDG is refreshed every 64 KB.
  */
 uint32_t crc_unit_words(uint32_t address, uint32_t words)
 {
     uint32_t enr = crc_unit_start();
     const uint32_t *p = (const uint32_t *)address;
-    const uint32_t *const end = p + words;
-    while (p < end) {
-        const uint32_t *chunk_end = (uint32_t)(end - p) > CRC_WORDS_PER_REFRESH ? p + CRC_WORDS_PER_REFRESH : end;
+    while (words >= 8u) {
+        uint32_t now = words > CRC_WORDS_PER_REFRESH ? CRC_WORDS_PER_REFRESH : words & ~7u;
         watchdog_refresh();
-        while (chunk_end - p >= 4) {
-            uint32_t a = p[0], b = p[1], c = p[2], d = p[3];
-            CRC_DR = a;
-            CRC_DR = b;
-            CRC_DR = c;
-            CRC_DR = d;
-            p += 4;
-        }
-        while (p < chunk_end) {
-            CRC_DR = *p++;
-        }
+        p = crc_feed_blocks(p, now / 8u);
+        words -= now;
+    }
+    while (words--) {
+        CRC_DR = *p++;
     }
     uint32_t crc = crc_unit_result(enr);
     f4load_crc = crc;

@@ -89,6 +89,7 @@ F4LOAD_EXPORT uint32_t Init(uint32_t adr, uint32_t clk, uint32_t fnc)
     g_stub.initialized = 0u;
     g_stub.stale = 0u;
     g_stub.waited_ms = 0u;
+    g_stub.erased_start = g_stub.erased_end = 0u;  /* known erased: nothing yet (flash_ops.c) */
     g_stub.psize = PSIZE_X8;  /* a valid index for the timeout table until the config is read */
 
     uint32_t f_size_kb = MMIO16(F_SIZE_ADDR);

@@ -36,6 +36,8 @@
 #define FLASH_KEYR            MMIO32(FLASH_BASE + 0x04u)
 #define FLASH_SR              MMIO32(FLASH_BASE + 0x0Cu)
 #define FLASH_CR              MMIO32(FLASH_BASE + 0x10u)
+#define FLASH_OPTCR           MMIO32(FLASH_BASE + 0x14u)
+#define FLASH_OPTCR_NWRP_SHIFT 16u                /* nWRP 27:16: bit i = 0 write-protects sector i */
 
 #define FLASH_ACR_ICEN        (1u << 9)
 #define FLASH_ACR_DCEN        (1u << 10)
@@ -111,7 +113,8 @@
 #define DEMCR                 MMIO32(0xE000EDFCu)
 #define DEMCR_TRCENA          (1u << 24)
 #define DWT_CTRL              MMIO32(0xE0001000u)
-#define DWT_CYCCNT            MMIO32(0xE0001004u)
+#define DWT_CYCCNT_ADDR       0xE0001004u
+#define DWT_CYCCNT            MMIO32(DWT_CYCCNT_ADDR)
 #define DWT_CTRL_CYCCNTENA    (1u << 0)
 #define DWT_CTRL_NOCYCCNT     (1u << 25)
 

@@ -25,7 +25,9 @@
  *       restores the cache enables and PRIMASK that Init found (only what Init saved). 0 on success; a BSY
  *       timeout code if the flash is still busy (then CR cannot be written: reset the chip).
  *   uint32_t EraseSector(uint32_t adr)      adr = start address of a sector. 0 or a result code.
- *   uint32_t EraseChip(void)                mass erase. 0 or a result code.
+ *   uint32_t EraseChip(void)                mass erase. 0 or a result code; a write-protected sector is refused
+ *                                           before MER starts (FLASH_ERROR, WRPERR, the first such sector;
+ *                                           the record's `actual` = FLASH_OPTCR).
  *   uint32_t ProgramPage(uint32_t adr, uint32_t sz, const uint8_t *buf)
  *       Programs [adr, adr+sz) with the widest writes PSIZE allows. Any alignment: the bytes of a write
  *       that lie outside the range are filled with their current contents (read back, 0xFF when erased),
@@ -223,7 +225,7 @@ struct f4load_zlib_crc {
  *         the last command that succeeded (so the failed one is stub_seq + 1) and Stream returns the code.
  *   STOP: stub_seq = n, status = STOPPED, Stream returns 0 (the core halts at the halt word).
  * The host polls stub_seq and status (two adjacent words, one probe command).
- * Result codes of commands name the operation that failed (ERASE_SECTOR, PROGRAM, CRC; a PROGRAM with a bad
+ * Result codes of commands name the operation that failed (ERASE_SECTOR, ERASE_CHIP, PROGRAM, CRC; a PROGRAM with a bad
  * buffer index or size is BAD_ARGUMENT/BAD_BUFFER); OP_STREAM is used for a bad queue or an unknown command.
  */
 #define F4LOAD_QUEUE_MAGIC          0xF40AD0E0
@@ -234,6 +236,7 @@ struct f4load_zlib_crc {
 #define F4LOAD_CMD_PROGRAM          2   /* address, size (<= F4LOAD_BUFFER_SIZE), buffer index */
 #define F4LOAD_CMD_CRC              3   /* address, size (multiples of 4); value = CRC */
 #define F4LOAD_CMD_STOP             4   /* return from Stream */
+#define F4LOAD_CMD_ERASE_CHIP       5   /* mass erase (EraseChip): every sector of the part */
 
 #define F4LOAD_STATUS_IDLE          0   /* written by the host before Stream starts */
 #define F4LOAD_STATUS_WAITING       1   /* all published commands done, polling host_seq */

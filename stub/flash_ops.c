@@ -48,6 +48,18 @@ static uint32_t psize_bits(void)
 }
 
 /*
+ * What the stub knows to be erased: [erased_start, erased_end) lies in a sector it erased itself (or the whole
+ * flash after a mass erase) and nothing was programmed there since. An erase that ends without an error flag
+ * leaves every bit 1 (RM0090 3.6.3); programs go forward, so a program inside the range moves its start past
+ * the words written. Anything else forgets it (the failure paths, Init, UnInit).
+ */
+static void erased_range_set(uint32_t start, uint32_t end)
+{
+    g_stub.erased_start = start;
+    g_stub.erased_end = end;
+}
+
+/*
  * Unlock FLASH_CR with the key sequence (RM0090 3.5.1). Keys are written only while LOCK is set: a key
  * written to an unlocked CR is itself a wrong sequence. A wrong key since reset (by the application) locks
  * CR until the next reset and makes further KEYR writes bus errors; so the writes run with FAULTMASK set and
@@ -129,6 +141,7 @@ uint32_t flash_erase_sector(const struct sector_info *sector)
     if (r) {
         return r;
     }
+    erased_range_set(0u, 0u);
     FLASH_CR = FLASH_CR_SER | ((sector->index << FLASH_CR_SNB_SHIFT) & FLASH_CR_SNB_MASK) | psize_bits() |
                FLASH_CR_ERRIE;
     FLASH_CR |= FLASH_CR_STRT;
@@ -136,24 +149,59 @@ uint32_t flash_erase_sector(const struct sector_info *sector)
     if (!(sr & FLASH_SR_BSY)) {
         FLASH_CR = FLASH_CR_ERRIE;
     }
-    return flash_end(F4LOAD_OP_ERASE_SECTOR, sector->index, sector->start, sr);
+    r = flash_end(F4LOAD_OP_ERASE_SECTOR, sector->index, sector->start, sr);
+    if (!r) {
+        erased_range_set(sector->start, sector->start + sector->size);
+    }
+    return r;
 }
 
-/* Mass erase, RM0090 3.6.3: CR = MER | PSIZE, then STRT. Refused (WRPERR) if any sector is protected. */
+/* The first address of sector `index` (RM0090 Table 5). */
+static uint32_t sector_start(uint32_t index)
+{
+    if (index < FLASH_MEDIUM_SECTOR) {
+        return FLASH_MEM_BASE + (index << FLASH_SMALL_SECTOR_SHIFT);
+    }
+    if (index == FLASH_MEDIUM_SECTOR) {
+        return FLASH_MEM_BASE + FLASH_SMALL_SECTORS_END;
+    }
+    return FLASH_MEM_BASE + ((index - FLASH_MEDIUM_SECTOR) << FLASH_LARGE_SECTOR_SHIFT);
+}
+
+/*
+ * Mass erase, RM0090 3.6.3: CR = MER | PSIZE, then STRT. One write-protected sector (nWRP bit 0 in FLASH_OPTCR)
+ * makes the whole mass erase fail with WRPERR (RM0090 3.7.4); it is refused before it starts instead, with
+ * WRPERR, the first protected sector and its address, and OPTCR in the record (`actual`) for the others.
+ */
 uint32_t flash_erase_chip(void)
 {
+    uint32_t sectors = sector_index(g_stub.flash_end - 1u) + 1u;
+    uint32_t optcr = FLASH_OPTCR;
+    uint32_t protected_sectors = ~(optcr >> FLASH_OPTCR_NWRP_SHIFT) & ((1u << sectors) - 1u);
+    if (protected_sectors) {
+        uint32_t first = (uint32_t)__builtin_ctz(protected_sectors);
+        uint32_t code = stub_fail(F4LOAD_KIND_FLASH_ERROR, F4LOAD_OP_ERASE_CHIP, first, 0u, sector_start(first),
+                                  FLASH_SR_WRPERR);
+        stub_record_actual(optcr);
+        return code;
+    }
     uint32_t timeout = erase_timeout_ms(ERASE_CLASS_MASS);
     uint32_t r = flash_begin(F4LOAD_OP_ERASE_CHIP, F4LOAD_SECTOR_NONE, FLASH_MEM_BASE, timeout);
     if (r) {
         return r;
     }
+    erased_range_set(0u, 0u);
     FLASH_CR = FLASH_CR_MER | psize_bits() | FLASH_CR_ERRIE;
     FLASH_CR |= FLASH_CR_STRT;
     uint32_t sr = flash_wait_idle(timeout);
     if (!(sr & FLASH_SR_BSY)) {
         FLASH_CR = FLASH_CR_ERRIE;
     }
-    return flash_end(F4LOAD_OP_ERASE_CHIP, F4LOAD_SECTOR_NONE, FLASH_MEM_BASE, sr);
+    r = flash_end(F4LOAD_OP_ERASE_CHIP, F4LOAD_SECTOR_NONE, FLASH_MEM_BASE, sr);
+    if (!r) {
+        erased_range_set(FLASH_MEM_BASE, g_stub.flash_end);
+    }
+    return r;
 }
 
 /* A flash access of exactly the PSIZE width: a store of another width sets PGPERR (RM0090 3.7.4). */
@@ -210,59 +258,185 @@ static uint32_t refuse_not_erased(uint32_t address, uint32_t value, uint32_t old
 
 /* Words between two IWDG refreshes in the x32 program loop: 64 x 16 us = about 1 ms (DS8626 Table 40). */
 #define WORDS_PER_REFRESH  64u
+#define ERASED_WORD        0xFFFFFFFFu
 
-/*
- * The x32 program loop (PSIZE = x32, address, size and buffer word-aligned): the one the stream spends its
- * time in, so it is written for the instruction count. One flash write takes 16 us (DS8626 Table 40); every
- * instruction around it is time the flash sits idle. Per word: load the data and the old contents, refuse a
- * word that is not erased where the data has a 1, skip one that already holds the data, store, DSB (see
- * flash_store_barrier), poll BSY (no function call, no timer read: a poll budget
- * of cycles_per_ms / 4 polls of at least 4 cycles each is at least the 1 ms timeout, and only when it runs
- * out does the precise, timed wait take over), then read back. The IWDG is refreshed every 64 words.
- */
-static uint32_t program_words(uint32_t address, uint32_t size, const uint32_t *src)
+/* 1 when every word of [address, address + 4 * words) is erased (reads all ones): any data can go there. */
+static int words_erased(uint32_t address, uint32_t words)
+{
+    const uint32_t *p = (const uint32_t *)address;
+    const uint32_t *const end = p + words;
+    uint32_t all = ERASED_WORD;
+    while (end - p >= 4) {
+        all &= p[0] & p[1] & p[2] & p[3];
+        p += 4;
+    }
+    while (p < end) {
+        all &= *p++;
+    }
+    return all == ERASED_WORD;
+}
+
+/* The write at `at` of `value` ended with `sr` (BSY still set: the wait timed out), or reads back wrong. */
+static uint32_t program_word_failed(volatile uint32_t *at, uint32_t value, uint32_t sr)
 {
     const uint32_t op = F4LOAD_OP_PROGRAM;
-    const uint32_t poll_budget = g_stub.cycles_per_ms / 4u + 1u;
-    volatile uint32_t *dst = (volatile uint32_t *)address;
-    volatile uint32_t *const end = dst + size / 4u;
-    while (dst < end) {
-        volatile uint32_t *chunk_end = (uint32_t)(end - dst) > WORDS_PER_REFRESH ? dst + WORDS_PER_REFRESH : end;
-        watchdog_refresh();
-        do {
-            uint32_t value = *src++;
-            volatile uint32_t *at = dst++;
-            uint32_t old = *at;
-            if (value & ~old) {
-                return refuse_not_erased((uint32_t)at, value, old);
-            }
-            if (old != value) {
-                *at = value;
-                flash_store_barrier();
-                uint32_t polls = poll_budget;
-                uint32_t sr;
-                while ((sr = FLASH_SR) & FLASH_SR_BSY) {
-                    if (--polls == 0u) {
-                        sr = flash_wait_idle(F4LOAD_PROGRAM_TIMEOUT_MS);
-                        if (sr & FLASH_SR_BSY) {
-                            return flash_end(op, sector_index((uint32_t)at), (uint32_t)at, sr);
-                        }
-                        break;
-                    }
-                }
-                if (sr & FLASH_SR_ERRORS) {
-                    return flash_end(op, sector_index((uint32_t)at), (uint32_t)at, sr);
-                }
-            }
-            uint32_t now = *at;
-            if (now != value) {
-                FLASH_CR = FLASH_CR_ERRIE;
-                return stub_fail_values(F4LOAD_KIND_VERIFY_MISMATCH, op, sector_index((uint32_t)at),
-                                        F4LOAD_VERIFY_AFTER_WRITE, (uint32_t)at, value, now);
-            }
-        } while (dst < chunk_end);
+    uint32_t sector = sector_index((uint32_t)at);
+    if (sr & (FLASH_SR_BSY | FLASH_SR_ERRORS)) {
+        return flash_end(op, sector, (uint32_t)at, sr);
     }
-    return 0u;
+    uint32_t now = *at;
+    FLASH_CR = FLASH_CR_ERRIE;
+    return stub_fail_values(F4LOAD_KIND_VERIFY_MISMATCH, op, sector, F4LOAD_VERIFY_AFTER_WRITE, (uint32_t)at, value,
+                            now);
+}
+
+/* The state of program_run(), in and out (the order of the first seven words is the asm's ldm list). */
+struct program_run {
+    uint32_t dst;       /* in/out: the next word to write */
+    uint32_t src;       /* in/out: the buffer word after it */
+    uint32_t value;     /* in/out: the data of the next word (never 0xFFFFFFFF) */
+    uint32_t end;       /* one past the last word */
+    uint32_t limit;     /* cycles a write may keep BSY set before the caller's timed wait decides (1 ms) */
+    uint32_t kr;        /* &IWDG_KR, or `scratch` when the IWDG is left alone */
+    uint32_t refresh;   /* in/out: words until the next IWDG refresh */
+    uint32_t at;        /* out: 0 when every word is written and read back right, else the word in question */
+    uint32_t written;   /* out: its data */
+    uint32_t sr;        /* out: FLASH_SR after its write (BSY still set: 1 ms passed) */
+    uint32_t scratch;
+};
+
+/* Polls of FLASH_SR between two looks at the cycle counter while a write keeps BSY set. */
+#define POLLS_PER_CLOCK_READ 16u
+
+/*
+ * Wait for BSY (r12 = FLASH_BASE; r4, lr free), then test the word just written: Z set when it reads back
+ * right and no SR error bit is set. BSY is polled back to back; only every 16 polls does the wait leave for
+ * n1 (PROGRAM_CLOCK_CHECK, out of line) to read the cycle counter (lr: when BSY was first seen still set after
+ * 16 polls): a typical write costs no timer access at any clock, and one that keeps BSY set is given up after
+ * 1 ms (to 9).
+ */
+#define PROGRAM_WAIT_AND_CHECK(n)                                                                       \
+    "   mov     r4, %[polls]\n"                                                                         \
+    "   mov     lr, #0\n"                                                                               \
+    #n "0: ldr  r7, [r12, %[sr]]\n"                                                                     \
+    "   tst     r7, %[bsy]\n"                                                                           \
+    "   it      ne\n"                                                                                   \
+    "   subsne  r4, r4, #1\n"                                                                           \
+    "   bne     " #n "0b\n"                                                                             \
+    "   cbz     r4, " #n "1f\n"                                                                         \
+    "   ldr     r12, [r5]\n"                   /* read back */                                          \
+    "   eors    r12, r12, r6\n"                                                                         \
+    "   and     r4, r7, %[errors]\n"                                                                    \
+    "   orrs    r12, r12, r4\n"
+
+#define PROGRAM_CLOCK_CHECK(n)                                                                          \
+    #n "1: movw r4, %[cyc_lo]\n"                                                                        \
+    "   movt    r4, %[cyc_hi]\n"                                                                        \
+    "   ldr     r4, [r4]\n"                                                                             \
+    "   cmp     lr, #0\n"                                                                               \
+    "   it      eq\n"                                                                                   \
+    "   orreq   lr, r4, #1\n"                                                                           \
+    "   subs    r4, r4, lr\n"                                                                           \
+    "   cmp     r4, r9\n"                                                                               \
+    "   bhs     9b\n"                                                                                   \
+    "   mov     r4, %[polls]\n"                                                                         \
+    "   b       " #n "0b\n"
+
+/*
+ * The x32 program loop for a range known to be erased: the loop the stream spends its time in, written (in
+ * assembly, so that the compiler cannot spill or reorder it) for the cycles the flash stands idle between two
+ * writes. A write takes 16 us (DS8626 Table 40) and whatever the core does while BSY is set costs nothing, so
+ * the loop is software-pipelined: right after the store (and its DSB, see flash_store_barrier) it finds the
+ * next word to write (an erased word already holds 0xFFFFFFFF: skipped), refreshes the IWDG every 64 words and
+ * only then polls BSY. Once BSY clears, one test covers the read-back of the word just written and the SR error
+ * bits, and the next store follows: six instructions between the end of one write and the start of the next.
+ * Returns when the range is done (at = 0), a word failed, or a write kept BSY set for 1 ms (the caller then
+ * waits the timed way and, if it ends, calls again for the words left).
+ */
+static void program_run(struct program_run *run)
+{
+    register struct program_run *r0 __asm__("r0") = run;
+    __asm volatile(
+        "   ldm     r0, {r1, r2, r3, r8, r9, r10, r11}\n"
+        "1: str     r3, [r1]\n"               /* the write starts: BSY for 16 us */
+        "   dsb\n"
+        "   mov     r5, r1\n"                 /* at */
+        "   mov     r6, r3\n"                 /* written */
+        "2: adds    r1, r1, #4\n"             /* while the flash is busy: the next word to write */
+        "   cmp     r1, r8\n"
+        "   bhs     5f\n"
+        "   ldr     r3, [r2], #4\n"
+        "   cmn     r3, #1\n"
+        "   beq     2b\n"
+        "   subs    r11, r11, #1\n"           /* the IWDG every WORDS_PER_REFRESH words */
+        "   ittt    eq\n"
+        "   movweq  r12, %[key]\n"
+        "   streq   r12, [r10]\n"
+        "   moveq   r11, %[words]\n"
+        "   movw    r12, %[base_lo]\n"
+        "   movt    r12, %[base_hi]\n"
+        PROGRAM_WAIT_AND_CHECK(3)
+        "   beq     1b\n"                     /* right: the next store */
+        "   b       9f\n"
+        "5: movw    r12, %[base_lo]\n"        /* the last word */
+        "   movt    r12, %[base_hi]\n"
+        PROGRAM_WAIT_AND_CHECK(6)
+        "   it      eq\n"
+        "   moveq   r5, #0\n"                 /* done */
+        "9: stm     r0, {r1, r2, r3}\n"
+        "   str     r11, [r0, #24]\n"
+        "   str     r5, [r0, #28]\n"
+        "   str     r6, [r0, #32]\n"
+        "   str     r7, [r0, #36]\n"
+        "   b       99f\n"
+        PROGRAM_CLOCK_CHECK(3)
+        PROGRAM_CLOCK_CHECK(6)
+        "99:\n"
+        :
+        : "r"(r0), [key] "i"(IWDG_KEY_RELOAD), [words] "i"(WORDS_PER_REFRESH), [polls] "i"(POLLS_PER_CLOCK_READ),
+          [base_lo] "i"(FLASH_BASE & 0xFFFFu), [base_hi] "i"(FLASH_BASE >> 16), [sr] "i"(0x0Cu),
+          [bsy] "i"(FLASH_SR_BSY), [errors] "i"(FLASH_SR_ERRORS),
+          [cyc_lo] "i"(DWT_CYCCNT_ADDR & 0xFFFFu), [cyc_hi] "i"(DWT_CYCCNT_ADDR >> 16)
+        : "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "cc", "memory");
+}
+
+/* Program an erased word-aligned range at x32 (program_run), with the timed wait when a poll budget runs out. */
+static uint32_t program_erased_words(uint32_t address, uint32_t size, const uint32_t *src)
+{
+    struct program_run run;
+    run.dst = address;
+    run.end = address + size;
+    run.src = (uint32_t)src;
+    run.limit = g_stub.cycles_per_ms * F4LOAD_PROGRAM_TIMEOUT_MS;
+    run.kr = g_stub.iwdg ? (uint32_t)&IWDG_KR : (uint32_t)&run.scratch;
+    run.refresh = WORDS_PER_REFRESH;
+    for (;; run.dst += 4u) {  /* the first word to write: an erased word already holds 0xFFFFFFFF */
+        if (run.dst >= run.end) {
+            return 0u;
+        }
+        run.value = *(const uint32_t *)run.src;
+        run.src += 4u;
+        if (run.value != ERASED_WORD) {
+            break;
+        }
+    }
+    for (;;) {
+        program_run(&run);
+        if (!run.at) {
+            return 0u;
+        }
+        volatile uint32_t *at = (volatile uint32_t *)run.at;
+        uint32_t sr = run.sr;
+        if (sr & FLASH_SR_BSY) {
+            sr = flash_wait_idle(F4LOAD_PROGRAM_TIMEOUT_MS);  /* 1 ms passed: the timed wait decides */
+        }
+        if ((sr & (FLASH_SR_BSY | FLASH_SR_ERRORS)) || *at != run.written) {
+            return program_word_failed(at, run.written, sr);
+        }
+        if (run.dst >= run.end) {
+            return 0u;
+        }
+    }
 }
 
 /*
@@ -311,8 +485,9 @@ static uint32_t program_units(uint32_t address, uint32_t size, const uint8_t *bu
  * Program [address, address + size) from buf, RM0090 3.6.4: CR = PG | PSIZE, then one store of the PSIZE width
  * per unit, each followed by a BSY wait. A unit that already holds its data is skipped (an 0xFF tail costs
  * nothing); a unit that is not erased where the data needs a 1 is refused before it is written, so the flash
- * is not left holding old & new; every written unit is read back. Word-aligned x32 requests take the tight
- * loop, everything else the general one; both give the same results.
+ * is not left holding old & new; every written unit is read back. Word-aligned x32 requests into erased flash
+ * (known from this stub's own erase, or checked first) take the pipelined loop, everything else the general
+ * one; both give the same results.
  */
 uint32_t flash_program(uint32_t address, uint32_t size, const uint8_t *buf)
 {
@@ -322,13 +497,20 @@ uint32_t flash_program(uint32_t address, uint32_t size, const uint8_t *buf)
         return r;
     }
     FLASH_CR = FLASH_CR_PG | psize_bits() | FLASH_CR_ERRIE;
-    if (g_stub.psize == PSIZE_X32 && ((address | size | (uint32_t)buf) & 3u) == 0u) {
-        r = program_words(address, size, (const uint32_t *)(const void *)buf);
+    const uint32_t end = address + size;
+    const int known = address >= g_stub.erased_start && end <= g_stub.erased_end;
+    if (g_stub.psize == PSIZE_X32 && ((address | size | (uint32_t)buf) & 3u) == 0u &&
+        (known || words_erased(address, size / 4u))) {
+        r = program_erased_words(address, size, (const uint32_t *)(const void *)buf);
     } else {
         r = program_units(address, size, buf);
     }
     if (r) {
+        erased_range_set(0u, 0u);
         return r;
+    }
+    if (known) {
+        g_stub.erased_start = end;
     }
     FLASH_CR = FLASH_CR_ERRIE;
     return 0u;

@@ -69,6 +69,8 @@ static uint32_t run_command(command_t *cmd, uint32_t op, uint32_t buffers, uint3
     switch (op) {
     case F4LOAD_CMD_ERASE_SECTOR:
         return erase_sector_at(F4LOAD_OP_ERASE_SECTOR, cmd->address);
+    case F4LOAD_CMD_ERASE_CHIP:
+        return flash_erase_chip();
     case F4LOAD_CMD_PROGRAM:
         return program_from_buffer(cmd, buffers, count);
     case F4LOAD_CMD_CRC:

@@ -29,6 +29,8 @@ struct stub_state {
     uint32_t iwdg;           /* non-zero: refresh the IWDG while waiting */
     uint32_t stale;          /* F4LOAD_STALE when the current operation found stale error flags */
     uint32_t waited_ms;      /* duration of the last flash_wait_idle() */
+    uint32_t erased_start;   /* [erased_start, erased_end): known erased by this stub (flash_ops.c) */
+    uint32_t erased_end;
 };
 
 extern struct stub_state g_stub;
@@ -66,6 +68,7 @@ uint32_t stub_fail_values(uint32_t kind, uint32_t op, uint32_t sector, uint32_t 
 void stub_record_stale(uint32_t sr_bits);
 void stub_record_reset(uint32_t flash_size);
 void stub_record_cfsr(uint32_t cfsr);
+void stub_record_actual(uint32_t actual);
 
 /* timing.c: DWT cycle counter, IWDG keep-alive, the BSY wait. */
 int cycle_counter_start(void);                 /* 0 when CYCCNT counts */

@@ -14,10 +14,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from f4load import protocol
 from f4load.crc import stm32_crc32
+from f4load.floor import floor_seconds
 from f4load.image import Image, ImageError, Segment
 from f4load.part import FLASH_START, KB, PARTS, Part, Sector
-from f4load.plan import BUFFER_SIZE, Action, Erase, Plan, ProgramChunk, blank_crc, plan
+from f4load.plan import BUFFER_SIZE, Action, Erase, MassErase, Plan, ProgramChunk, blank_crc, plan
 
 F407VE = PARTS["stm32f407ve"]
 F407VG = PARTS["stm32f407vg"]
@@ -50,6 +52,8 @@ class NorFlash:
         for op in work.operations():
             if isinstance(op, Erase):
                 self.write(op.sector.start, b"\xff" * op.sector.size)
+            elif isinstance(op, MassErase):
+                self.write(FLASH_START, b"\xff" * op.part.flash_size)
             else:
                 old = self.read(op.address, len(op.data))
                 result = bytes(o & n for o, n in zip(old, op.data))
@@ -235,6 +239,55 @@ def test_each_erase_comes_right_before_its_sectors_chunks_in_address_order() -> 
     assert erased == [0, 1, 2, 3, 4]
     addresses = [op.sector.start if isinstance(op, Erase) else op.address for op in ops]
     assert addresses == sorted(addresses)
+
+
+# --- one mass erase instead of the sector erases ----------------------------------------------------------------
+
+def _other_data(part: Part, seed: int) -> NorFlash:
+    return NorFlash(part, random_bytes(seed, part.flash_size))
+
+
+def test_rewriting_every_sector_of_a_1mb_part_is_one_mass_erase() -> None:
+    """DS8626 typical at x32: MER 8 s, the twelve sector erases 8.55 s."""
+    target = _other_data(F407VG, 40)
+    image = Image.from_bytes(random_bytes(41, F407VG.flash_size))
+    work = plan(image, F407VG, target_crc=target.crc, read_back=target.read_back)
+    ops = list(work.operations())
+    assert work.mass_erase and ops[0] == MassErase(F407VG)
+    assert not any(isinstance(op, (Erase, MassErase)) for op in ops[1:])
+    assert work.erased_sectors == F407VG.sectors and work.bytes_erased == F407VG.flash_size
+    target.run(work)
+    assert bytes(target.memory) == image.data_at(FLASH_START, F407VG.flash_size)
+    assert floor_seconds(work.erased_sectors, 0, protocol.PSIZE_X32) == 8.0
+
+
+def test_a_512k_part_is_erased_sector_by_sector_which_is_faster() -> None:
+    target = _other_data(F407VE, 42)
+    image = Image.from_bytes(random_bytes(43, F407VE.flash_size))
+    work = plan(image, F407VE, target_crc=target.crc, read_back=target.read_back)
+    assert not work.mass_erase  # 4.55 s of sector erases against 8 s for MER
+    assert [op.sector.index for op in work.operations() if isinstance(op, Erase)] == list(range(8))
+
+
+def test_a_kept_byte_or_an_unchanged_sector_rules_out_the_mass_erase() -> None:
+    target = _other_data(F407VG, 44)
+    almost = Image.from_bytes(random_bytes(45, F407VG.flash_size - 4))  # keeps the last 4 bytes
+    assert not plan(almost, F407VG, target_crc=target.crc, read_back=target.read_back).mass_erase
+    image = bytearray(random_bytes(46, F407VG.flash_size))
+    image[:16 * KB] = target.read(FLASH_START, 16 * KB)  # sector 0 already holds its new contents
+    work = plan(Image.from_bytes(bytes(image)), F407VG, target_crc=target.crc, read_back=target.read_back)
+    assert not work.mass_erase and work.sectors[0].action is Action.SKIP
+
+
+def test_the_mass_erase_is_chosen_only_when_it_is_faster_than_the_erases_needed() -> None:
+    image = Image.from_bytes(random_bytes(47, F407VG.flash_size))
+    target = _other_data(F407VG, 48)
+    assert not plan(image, F407VG, target_crc=target.crc, read_back=target.read_back,
+                    psize=protocol.PSIZE_X16).mass_erase  # x16: 11 s either way
+    target.write(FLASH_START, b"\xff" * 16 * KB)  # sector 0 blank: 8.3 s of erases left, still more than 8 s
+    assert plan(image, F407VG, target_crc=target.crc, read_back=target.read_back).mass_erase
+    target.write(sector(F407VG, 11).start, b"\xff" * 128 * KB)  # sector 11 blank too: 7.3 s, less than 8 s
+    assert not plan(image, F407VG, target_crc=target.crc, read_back=target.read_back).mass_erase
 
 
 def test_describe_has_a_line_per_touched_sector_with_its_reason() -> None:

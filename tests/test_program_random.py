@@ -31,7 +31,7 @@ def images(draw: st.DrawFn) -> tuple:
     """(address, data): up to 40 KB, starting at any alignment within 20 KB before a sector boundary (or
     anywhere), never past the end of the 512 KB flash."""
     if draw(st.booleans()):
-        address = draw(st.sampled_from(BOUNDARIES)) - draw(st.integers(0, 20 * KB))
+        address = max(FLASH_START, draw(st.sampled_from(BOUNDARIES)) - draw(st.integers(0, 20 * KB)))
     else:
         address = FLASH_START + draw(st.integers(0, FLASH_SIZE - 1))
     size = draw(st.integers(1, min(40 * KB, FLASH_START + FLASH_SIZE - address)))

@@ -153,8 +153,9 @@ def test_stream_on_memory_without_the_queue_magic_leaves_it_untouched():
 # --- only erased locations are programmed ------------------------------------------------------------------
 
 def test_a_word_that_needs_a_1_where_the_flash_has_a_0_is_refused_before_it_is_written():
-    """x32, word-aligned (the fast loop). Writing 0xF0F0F0F0 over 0x0F0F0F0F would leave 0x00000000 and
-    destroy what was there; the stub refuses and the flash keeps its contents."""
+    """x32, word-aligned, over flash that holds data (so not the erased-flash loop: each word is checked).
+    Writing 0xF0F0F0F0 over 0x0F0F0F0F would leave 0x00000000 and destroy what was there; the stub refuses
+    and the flash keeps its contents."""
     stub = BareStub()
     stub.chip.load(SECTOR_1 + 8, struct.pack("<I", 0x0F0F_0F0F))
     stub.init()
@@ -193,6 +194,47 @@ def test_clearing_more_bits_of_a_programmed_word_is_still_allowed():
     stub.init()
     assert stub.program(SECTOR_1, struct.pack("<I", 0x0F0F_000F)) == 0
     assert stub.read32(SECTOR_1) == 0x0F0F_000F
+
+
+def test_a_range_programmed_after_the_stubs_own_erase_is_no_longer_taken_for_erased():
+    """After EraseSector the stub knows the sector is erased and programs it without looking first; once a range
+    is programmed, that knowledge ends there: programming it again with data that needs a 1 is refused."""
+    stub = BareStub()
+    stub.chip.load(SECTOR_1, b"\x00" * 64)
+    stub.init()
+    assert stub.call("EraseSector", SECTOR_1) == 0
+    first = bytes(range(1, 65))
+    assert stub.program(SECTOR_1, first) == 0
+    result = protocol.ResultCode.decode(stub.program(SECTOR_1, first[:4] + b"\xfe" * 4))
+    assert (result.kind, result.detail) == (c("F4LOAD_KIND_VERIFY_MISMATCH"), c("F4LOAD_VERIFY_NOT_ERASED"))
+    assert stub.record().address == SECTOR_1 + 4
+    assert stub.chip.bus_read_block(SECTOR_1, 64) == first
+    assert stub.program(SECTOR_1 + 64, b"\x5a" * 64) == 0  # the rest of the sector is still erased
+    assert stub.chip.bus_read_block(SECTOR_1 + 64, 68) == b"\x5a" * 64 + b"\xff" * 4
+
+
+def test_a_write_the_flash_refuses_in_the_erased_flash_loop_names_that_word():
+    """A blank write-protected sector: the stub sees erased flash and takes its fast loop; the first word it
+    really writes (the leading 0xFF words need no write) fails with WRPERR, and the record names that word."""
+    stub = BareStub("wrp=1")
+    stub.chip.apply_option_faults()
+    stub.init()
+    result = protocol.ResultCode.decode(stub.program(SECTOR_1, b"\xff" * 8 + b"\x12\x34\x56\x78" * 4))
+    assert (result.kind, result.op, result.sector) == (
+        c("F4LOAD_KIND_FLASH_ERROR"), c("F4LOAD_OP_PROGRAM"), 1)
+    assert result.sr_bits & registers.FLASH_SR_WRPERR
+    assert stub.record().address == SECTOR_1 + 8
+    assert stub.chip.bus_read_block(SECTOR_1, 24) == b"\xff" * 24
+
+
+def test_a_program_write_whose_bsy_never_clears_times_out_naming_the_word():
+    """The erased-flash loop polls BSY a bounded number of times, then the timed 1 ms wait decides."""
+    stub = BareStub("bsy-stuck")
+    stub.init()
+    result = protocol.ResultCode.decode(stub.program(SECTOR_1 + 16, b"\x12\x34\x56\x78" * 4))
+    assert (result.kind, result.op, result.sector) == (c("F4LOAD_KIND_BSY_TIMEOUT"), c("F4LOAD_OP_PROGRAM"), 1)
+    assert stub.record().address == SECTOR_1 + 16
+    assert stub.record().waited_ms >= c("F4LOAD_PROGRAM_TIMEOUT_MS")
 
 
 # --- the IWDG takes the stretch even right after the application updated it ---------------------------------

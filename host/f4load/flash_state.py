@@ -4,19 +4,22 @@ When a stream ends early - Ctrl-C, a reset, a lost link - the user needs to know
 rewritten, erased but not yet programmed, possibly half-erased (an erase cut by a reset: RM0090 gives no
 guarantee about a sector whose erase did not complete), or untouched. `describe(steps, done, cut)` says it in
 one phrase from the stub's commands: `steps` lists, per command in order, ("erase" | "program" | other, sector
-index); `done` commands completed; `cut` is the 1-based number of the command that was running when the work
-stopped and may be half done (None when the stop came between two commands).
+index, or a tuple of them for a mass erase); `done` commands completed; `cut` is the 1-based number of the
+command that was running when the work stopped and may be half done (None when the stop came between two
+commands).
 
     describe([("erase", 0), ("program", 0), ("erase", 1), ("program", 1)], done=2, cut=3)
     -> "sector 0 rewritten, sector 1 possibly half-erased (erase it again)"
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from f4load.option_bytes import sector_ranges
 
 ERASE, PROGRAM = "erase", "program"
+# (kind, sector): one command; a mass erase names every sector of the part.
+Step = Tuple[str, Union[None, int, Tuple[int, ...]]]
 
 # States, in the order they are listed.
 REWRITTEN = "rewritten"
@@ -29,28 +32,17 @@ UNTOUCHED = "untouched"
 _ORDER = [REWRITTEN, ERASED, PARTLY_PROGRAMMED, HALF_PROGRAMMED, ERASED_NOT_PROGRAMMED, HALF_ERASED, UNTOUCHED]
 
 
-def sector_states(steps: Sequence[Tuple[str, Optional[int]]], done: int, cut: Optional[int]) -> Dict[int, str]:
+def sector_states(steps: Sequence[Step], done: int, cut: Optional[int]) -> Dict[int, str]:
     """{sector: state} for every sector the batch erases or programs (module docstring)."""
     erase_planned: Dict[int, bool] = {}
     erased: Dict[int, bool] = {}
     programs: Dict[int, List[int]] = {}  # sector -> [planned, completed]
     states: Dict[int, str] = {}
-    for number, (kind, sector) in enumerate(steps, 1):
-        if sector is None or kind not in (ERASE, PROGRAM):
+    for number, (kind, sectors) in enumerate(steps, 1):
+        if sectors is None or kind not in (ERASE, PROGRAM):
             continue
-        if kind == ERASE:
-            erase_planned[sector] = True
-            if number <= done:
-                erased[sector] = True
-            elif number == cut:
-                states[sector] = HALF_ERASED
-        else:
-            counts = programs.setdefault(sector, [0, 0])
-            counts[0] += 1
-            if number <= done:
-                counts[1] += 1
-            elif number == cut:
-                states[sector] = HALF_PROGRAMMED
+        for sector in sectors if isinstance(sectors, tuple) else (sectors,):
+            _step(kind, sector, number, done, cut, erase_planned, erased, programs, states)
     for sector in sorted(set(erase_planned) | set(programs)):
         if sector in states:
             continue
@@ -66,7 +58,25 @@ def sector_states(steps: Sequence[Tuple[str, Optional[int]]], done: int, cut: Op
     return states
 
 
-def describe(steps: Sequence[Tuple[str, Optional[int]]], done: int, cut: Optional[int]) -> str:
+def _step(kind: str, sector: int, number: int, done: int, cut: Optional[int], erase_planned: Dict[int, bool],
+          erased: Dict[int, bool], programs: Dict[int, List[int]], states: Dict[int, str]) -> None:
+    """Command `number` of `kind` on `sector`: what it did, given `done` and `cut`."""
+    if kind == ERASE:
+        erase_planned[sector] = True
+        if number <= done:
+            erased[sector] = True
+        elif number == cut:
+            states[sector] = HALF_ERASED
+    else:
+        counts = programs.setdefault(sector, [0, 0])
+        counts[0] += 1
+        if number <= done:
+            counts[1] += 1
+        elif number == cut:
+            states[sector] = HALF_PROGRAMMED
+
+
+def describe(steps: Sequence[Step], done: int, cut: Optional[int]) -> str:
     """One phrase: "sectors 0-2 rewritten, sector 3 possibly half-erased (erase it again), sectors 4-7
     untouched"; "" when the batch neither erases nor programs."""
     states = sector_states(steps, done, cut)
@@ -82,11 +92,11 @@ def describe(steps: Sequence[Tuple[str, Optional[int]]], done: int, cut: Optiona
     return ", ".join(parts)
 
 
-def changed(steps: Sequence[Tuple[str, Optional[int]]], done: int, cut: Optional[int]) -> bool:
+def changed(steps: Sequence[Step], done: int, cut: Optional[int]) -> bool:
     """Whether any erase or program of the batch started."""
     return any(s != UNTOUCHED for s in sector_states(steps, done, cut).values())
 
 
-def complete(steps: Sequence[Tuple[str, Optional[int]]], done: int) -> bool:
+def complete(steps: Sequence[Step], done: int) -> bool:
     """Whether every erase and program of the batch is among the first `done` commands."""
     return all(state in (REWRITTEN, ERASED) for state in sector_states(steps, done, None).values())

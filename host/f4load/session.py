@@ -112,12 +112,12 @@ from f4load.errors import (  # noqa: F401 - re-exported: the session's errors, w
     UsageError,
     VerifyError,
 )
-from f4load.floor import PSIZE_NAMES, floor_seconds, program_writes  # noqa: F401 - re-exported
+from f4load.floor import PSIZE_NAMES, floor_seconds, mass_erase_is_faster, program_writes  # noqa: F401
 from f4load.identity import TargetInfo, clone_warnings, describe_jep106, read_identity  # noqa: F401
 from f4load.image import Image
 from f4load.option_bytes import OptionBytes, sector_ranges  # noqa: F401 - re-exported
 from f4load.part import KB, Part, Sector
-from f4load.plan import Action, Erase, Plan, blank_crc, plan
+from f4load.plan import Action, Erase, MassErase, Plan, blank_crc, plan
 from f4load.pyocd_targets import probe_supply_voltage
 from f4load.registers import (
     DBGMCU_APB1_FZ,
@@ -661,7 +661,8 @@ class Session:
         values: Dict[Tuple[int, int], int] = {}
         with self.stub() as runner:
             crcs = self.sector_crcs(touched, runner)
-            work = plan(image, part, keep=keep, target_crc=lambda s: crcs[s.index], read_back=self.read)
+            work = plan(image, part, keep=keep, target_crc=lambda s: crcs[s.index], read_back=self.read,
+                        psize=self.info.psize)
             outcome.plan = work
             changing = [s for s in work.sectors if s.action is not Action.SKIP]
             self.check_not_write_protected(s.sector for s in changing)
@@ -674,6 +675,8 @@ class Session:
             for op in work.operations():
                 if isinstance(op, Erase):
                     operations.append(stream.EraseSector(op.sector.index))
+                elif isinstance(op, MassErase):
+                    operations.append(stream.EraseChip(op.part.flash_size))
                 else:
                     operations.append(stream.Program(op.address, op.data))
                     outcome.program_writes += program_writes(op.data, op.address, self.info.psize)
@@ -683,7 +686,7 @@ class Session:
                 report = runner.run(operations, progress=progress)
                 outcome.streams.append(report)
                 values = stream.crc_map(report)
-        outcome.erased = [s.sector for s in work.sectors if s.action.erases]
+        outcome.erased = work.erased_sectors
         outcome.skipped = [s.sector for s in work.sectors if s.action is Action.SKIP]
         outcome.bytes_programmed = work.bytes_programmed
         outcome.bytes_kept = work.bytes_kept
@@ -719,14 +722,17 @@ class Session:
     def erase(self, sectors: Sequence[int], force: bool = False, progress: Optional[Progress] = None,
               before_work: Optional[Callable[[List[Sector]], None]] = None) -> Outcome:
         """Erase the sectors with these indexes. Sectors already blank (by the target's CRC) are skipped
-        unless `force`: an erase costs 0.25-2 s and wears the flash, a CRC about a millisecond. The CRCs and
-        the erases run with the stub loaded once. `before_work(sectors)` is called with the sectors about to
-        be erased, before the first erase."""
+        unless `force`: an erase costs 0.25-2 s and wears the flash, a CRC about a millisecond. When every sector
+        of the part is to be erased and one mass erase is faster (a 1 MB part: 8 s against 8.55 s at x32,
+        `f4load.floor.mass_erase_is_faster`), one mass erase does it (after the same write-protection check:
+        a protected sector would make it fail with WRPERR). The CRCs and the erases run with the stub loaded
+        once. `before_work(sectors)` is called with the sectors about to be erased, before the first erase."""
         with self.journaled("erase"):
             return self._erase(sectors, force, progress, before_work)
 
     def _erase(self, sectors: Sequence[int], force: bool, progress: Optional[Progress],
                before_work: Optional[Callable[[List[Sector]], None]]) -> Outcome:
+        assert self.info is not None
         chosen = self._sectors(sectors)
         self.check_not_read_protected()
         outcome, started = Outcome(), self._start_clock()
@@ -741,8 +747,10 @@ class Session:
             if before_work is not None:
                 before_work(to_erase)
             if to_erase:
-                outcome.streams.append(runner.run([stream.EraseSector(s.index) for s in to_erase],
-                                                  progress=progress))
+                erases: List[stream.Operation] = [stream.EraseSector(s.index) for s in to_erase]
+                if mass_erase_is_faster(to_erase, self.info.psize):
+                    erases = [stream.EraseChip(self.info.part.flash_size)]
+                outcome.streams.append(runner.run(erases, progress=progress))
         outcome.erased = to_erase
         self._finish_clock(outcome, started)
         return outcome

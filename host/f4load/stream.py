@@ -72,15 +72,16 @@ from f4load.stub_image import StubImage
 
 # The errors are defined with the entry-point calls (f4load.stub_call) and are part of this module's API.
 __all__ = [
-    "Crc", "CrcResult", "EraseSector", "LinkLostError", "Operation", "Program", "Progress", "StreamCommandError",
-    "StreamError", "StreamReport", "StubRunner", "TargetResetError", "crc_map", "describe_operation", "expand",
-    "run_stream", "sector_of",
+    "Crc", "CrcResult", "EraseChip", "EraseSector", "LinkLostError", "Operation", "Program", "Progress",
+    "StreamCommandError", "StreamError", "StreamReport", "StubRunner", "TargetResetError", "crc_map",
+    "describe_operation", "expand", "run_stream", "sector_of",
 ]
 
 # Protocol constants (stub/f4load_protocol.h).
 SLOTS = const("F4LOAD_QUEUE_SLOTS")
 BUFFER_SIZE = const("F4LOAD_BUFFER_SIZE")
 CMD_ERASE_SECTOR = const("F4LOAD_CMD_ERASE_SECTOR")
+CMD_ERASE_CHIP = const("F4LOAD_CMD_ERASE_CHIP")
 CMD_PROGRAM = const("F4LOAD_CMD_PROGRAM")
 CMD_CRC = const("F4LOAD_CMD_CRC")
 CMD_STOP = const("F4LOAD_CMD_STOP")
@@ -116,6 +117,11 @@ SLOWEST_CORE_CLOCK_MHZ = 16    # HSI, the clock after reset (RM0090 6.2.2)
 STUB_LONGEST_WAIT_S = STUB_ERASE_TIMEOUT_MS / 1000 * STUB_ASSUMED_CLOCK_MHZ / SLOWEST_CORE_CLOCK_MHZ  # 84 s
 CALL_TIMEOUT_S = STUB_LONGEST_WAIT_S + 10.0    # Init/UnInit, and Stream's return after STOP
 STALL_TIMEOUT_S = STUB_LONGEST_WAIT_S + 20.0   # the stream may go this long without completing a command
+# A mass erase waits longer: DS8626's 32 s maximum at x8, doubled (stub/timing.c), with the same clock margin;
+# the stream allows that much extra while an ERASE_CHIP command runs.
+STUB_MASS_ERASE_TIMEOUT_MS = 64000
+MASS_ERASE_EXTRA_S = (STUB_MASS_ERASE_TIMEOUT_MS - STUB_ERASE_TIMEOUT_MS) / 1000 * STUB_ASSUMED_CLOCK_MHZ \
+    / SLOWEST_CORE_CLOCK_MHZ
 # Stream returns right after it writes STOPPED or FAILED: the core should be at the halt word at once.
 RETURN_TIMEOUT_S = 1.0
 # Every this many polls without progress, RCC_CSR is read too (DHCSR is read on every one).
@@ -134,6 +140,15 @@ class EraseSector:
 
     def __str__(self) -> str:
         return f"erase sector {self.sector}"
+
+
+@dataclass(frozen=True)
+class EraseChip:
+    """Mass erase (RM0090 3.6.3, MER) of the whole main flash, `flash_size` bytes (for progress and reports)."""
+    flash_size: int
+
+    def __str__(self) -> str:
+        return f"mass erase ({self.flash_size // part.KB} KB)"
 
 
 @dataclass(frozen=True)
@@ -159,9 +174,9 @@ class Crc:
         return f"CRC of {self.size} bytes at {self.address:#010x}"
 
 
-Operation = Union[EraseSector, Program, Crc]
-# progress(operation, nbytes): a command of `operation` completed (erase: the sector's size; program: the
-# bytes of that buffer; CRC: its size).
+Operation = Union[EraseSector, EraseChip, Program, Crc]
+# progress(operation, nbytes): a command of `operation` completed (erase: the sector's size, or the flash size
+# for a mass erase; program: the bytes of that buffer; CRC: its size).
 Progress = Callable[[Operation, int], None]
 
 
@@ -214,6 +229,8 @@ def expand(operations: Sequence[Operation]) -> List[_Command]:
             if not 0 <= operation.sector < len(sectors):
                 raise ValueError(f"{operation}: no such sector (0-{len(sectors) - 1})")
             out.append(_Command(CMD_ERASE_SECTOR, sectors[operation.sector].start, 0, operation))
+        elif isinstance(operation, EraseChip):
+            out.append(_Command(CMD_ERASE_CHIP, part.FLASH_START, 0, operation))
         elif isinstance(operation, Program):
             data = bytes(operation.data)
             address, offset = operation.address, 0
@@ -377,6 +394,10 @@ class _Stream(StubCall):
                 self.report.sectors_erased += 1
                 assert isinstance(command.operation, EraseSector)
                 size = part.SECTORS_1M[command.operation.sector].size
+            elif command.op == CMD_ERASE_CHIP:
+                assert isinstance(command.operation, EraseChip)
+                size = command.operation.flash_size
+                self.report.sectors_erased += len(part.sectors_for(size))
             elif command.op == CMD_PROGRAM:
                 self.report.bytes_programmed += command.size
             elif command.op == CMD_CRC:
@@ -387,6 +408,11 @@ class _Stream(StubCall):
         self.done = stub_seq
         following = self.commands[stub_seq] if stub_seq < len(self.commands) else None
         self.current = following.operation if following is not None else None
+
+    def _stall_limit(self, seq: int) -> float:
+        """How long command `seq` may run without progress: a mass erase gets its longer timeout on top."""
+        running = self.commands[seq - 1] if 0 < seq <= len(self.commands) else None
+        return self.stall_timeout_s + (MASS_ERASE_EXTRA_S if running and running.op == CMD_ERASE_CHIP else 0.0)
 
     def _fail(self) -> None:
         """status FAILED: command stub_seq + 1 failed; the record is in the queue."""
@@ -438,16 +464,21 @@ class _Stream(StubCall):
             idle += 1
             self.report.idle_polls += 1
             self._check_alive(idle)
-            if self.now() - last_progress > self.stall_timeout_s:
-                raise StreamError(f"no progress for {self.stall_timeout_s:g} s (stub status "
+            limit = self._stall_limit(stub_seq + 1)
+            if self.now() - last_progress > limit:
+                raise StreamError(f"no progress for {limit:g} s (stub status "
                                   f"{STATUS_NAMES.get(status, status)}, command {stub_seq + 1})", self.current)
 
     # --- what the batch did to the flash, and Ctrl-C -------------------------------------------------------
-    def steps(self) -> List[Tuple[str, Optional[int]]]:
-        """(kind, sector) of every command of the batch, for f4load.flash_state."""
+    def steps(self) -> List[flash_state.Step]:
+        """(kind, sector) of every command of the batch, for f4load.flash_state (a mass erase: every sector)."""
         kinds = {CMD_ERASE_SECTOR: flash_state.ERASE, CMD_PROGRAM: flash_state.PROGRAM}
-        out: List[Tuple[str, Optional[int]]] = []
+        out: List[flash_state.Step] = []
         for command in self.commands:
+            if command.op == CMD_ERASE_CHIP and isinstance(command.operation, EraseChip):
+                sectors = part.sectors_for(command.operation.flash_size)
+                out.append((flash_state.ERASE, tuple(s.index for s in sectors)))
+                continue
             kind = kinds.get(command.op, "")
             out.append((kind, _sector_of(command.address) if kind else None))
         return out
