@@ -163,7 +163,7 @@ def test_application_watchdog_is_kept_quiet_during_a_long_erase(open_session, si
 
 
 def test_512k_erase_program_verify_over_stlink_v2(open_session, capsys):
-    session = open_session("stlink-v2")
+    session = open_session("stlink-v2", frequency=4_000_000)  # the SWD clock f4load asks for (session.py)
     data = _random(512 * KB, seed=8)
     operations = [EraseSector(s.index) for s in SECTORS] + [Program(FLASH_START, data), Crc(FLASH_START, len(data))]
     report = run_stream(session.target, STUB, operations)
