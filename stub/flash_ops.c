@@ -309,22 +309,21 @@ struct program_run {
 #define POLLS_PER_CLOCK_READ 16u
 
 /*
- * Wait for BSY (r12 = FLASH_BASE; r4, lr free), then test the word just written: Z set when it reads back
- * right and no SR error bit is set. BSY is polled back to back; only every 16 polls does the wait leave for
- * n1 (PROGRAM_CLOCK_CHECK, out of line) to read the cycle counter (lr: when BSY was first seen still set after
- * 16 polls): a typical write costs no timer access at any clock, and one that keeps BSY set is given up after
- * 1 ms (to 9).
+ * Wait for BSY (r12 = FLASH_BASE, r4 = POLLS_PER_CLOCK_READ, lr = 0; r4 and lr are the wait's), then test the
+ * word just written: Z set when it reads back right and no SR error bit is set. BSY is polled back to back; every
+ * 16 polls the wait leaves for n1 (PROGRAM_CLOCK_CHECK, out of line) to read the cycle counter (lr: when BSY was
+ * first seen still set after 16 polls): a typical write costs no timer access at any clock, and one that keeps
+ * BSY set is given up after 1 ms (to 9). The poll loop is entered from the top, by the fall-through from the
+ * code before it and by its own loop branch alike.
  */
 #define PROGRAM_WAIT_AND_CHECK(n)                                                                       \
-    "   mov     r4, %[polls]\n"                                                                         \
-    "   mov     lr, #0\n"                                                                               \
     #n "0: ldr  r7, [r12, %[sr]]\n"                                                                     \
     "   tst     r7, %[bsy]\n"                                                                           \
-    "   it      ne\n"                                                                                   \
-    "   subsne  r4, r4, #1\n"                                                                           \
+    "   beq     " #n "2f\n"                                                                             \
+    "   subs    r4, r4, #1\n"                                                                           \
     "   bne     " #n "0b\n"                                                                             \
-    "   cbz     r4, " #n "1f\n"                                                                         \
-    "   ldr     r12, [r5]\n"                   /* read back */                                          \
+    "   b       " #n "1f\n"                                                                             \
+    #n "2: ldr  r12, [r5]\n"                   /* BSY clear: read back */                               \
     "   eors    r12, r12, r6\n"                                                                         \
     "   and     r4, r7, %[errors]\n"                                                                    \
     "   orrs    r12, r12, r4\n"
@@ -346,12 +345,14 @@ struct program_run {
  * The x32 program loop for a range known to be erased: the loop the stream spends its time in, written (in
  * assembly, so that the compiler cannot spill or reorder it) for the cycles the flash stands idle between two
  * writes. A write takes 16 us (DS8626 Table 40) and whatever the core does while BSY is set costs nothing, so
- * the loop is software-pipelined: right after the store (and its DSB, see flash_store_barrier) it finds the
- * next word to write (an erased word already holds 0xFFFFFFFF: skipped), refreshes the IWDG every 64 words and
- * only then polls BSY. Once BSY clears, one test covers the read-back of the word just written and the SR error
- * bits, and the next store follows: six instructions between the end of one write and the start of the next.
- * Returns when the range is done (at = 0), a word failed, or a write kept BSY set for 1 ms (the caller then
- * waits the timed way and, if it ends, calls again for the words left).
+ * the loop is software-pipelined: right after the store (and its DSB, see flash_store_barrier) it refreshes the
+ * IWDG every 64 words, loads the next word to write and only then polls BSY; an erased word already holds
+ * 0xFFFFFFFF (skipped, out of line, as is the end of the range: one branch tests both). Once BSY clears, one
+ * test covers the read-back of the word just written and the SR error bits, and the next store follows: five
+ * instructions between the end of one write and the start of the next. Returns when the range is done (at = 0),
+ * a word failed, or a write kept BSY set for 1 ms (the caller then waits the timed way and, if it ends, calls
+ * again for the words left). The straight path is few branches long on purpose: the virtual chip pays per
+ * block of code, not per instruction (docs/sim.md).
  */
 static void program_run(struct program_run *run)
 {
@@ -362,27 +363,37 @@ static void program_run(struct program_run *run)
         "   dsb\n"
         "   mov     r5, r1\n"                 /* at */
         "   mov     r6, r3\n"                 /* written */
-        "2: adds    r1, r1, #4\n"             /* while the flash is busy: the next word to write */
-        "   cmp     r1, r8\n"
-        "   bhs     5f\n"
-        "   ldr     r3, [r2], #4\n"
-        "   cmn     r3, #1\n"
-        "   beq     2b\n"
         "   subs    r11, r11, #1\n"           /* the IWDG every WORDS_PER_REFRESH words */
         "   ittt    eq\n"
         "   movweq  r12, %[key]\n"
         "   streq   r12, [r10]\n"
         "   moveq   r11, %[words]\n"
+        "   mov     r4, %[polls]\n"
+        "   mov     lr, #0\n"
         "   movw    r12, %[base_lo]\n"
         "   movt    r12, %[base_hi]\n"
+        "   adds    r1, r1, #4\n"             /* the next word: Z set at the end of the range or for 0xFFFFFFFF */
+        "   cmp     r1, r8\n"
+        "   itt     lo\n"
+        "   ldrlo   r3, [r2], #4\n"
+        "   cmnlo   r3, #1\n"
+        "   beq     5f\n"
         PROGRAM_WAIT_AND_CHECK(3)
         "   beq     1b\n"                     /* right: the next store */
         "   b       9f\n"
-        "5: movw    r12, %[base_lo]\n"        /* the last word */
-        "   movt    r12, %[base_hi]\n"
+        "5: cmp     r1, r8\n"                 /* the end, or an erased word to skip */
+        "   bhs     6f\n"
+        "   adds    r1, r1, #4\n"
+        "   cmp     r1, r8\n"
+        "   itt     lo\n"
+        "   ldrlo   r3, [r2], #4\n"
+        "   cmnlo   r3, #1\n"
+        "   beq     5b\n"
+        "   b       30b\n"
+        "6:\n"                                /* the last word: wait, check, done */
         PROGRAM_WAIT_AND_CHECK(6)
         "   it      eq\n"
-        "   moveq   r5, #0\n"                 /* done */
+        "   moveq   r5, #0\n"
         "9: stm     r0, {r1, r2, r3}\n"
         "   str     r11, [r0, #24]\n"
         "   str     r5, [r0, #28]\n"
