@@ -7,6 +7,41 @@
 /* Config word: the host writes it after loading the blob and before Init (pyocd passes clk = 0). */
 F4LOAD_EXPORT uint32_t f4load_config = F4LOAD_CONFIG_DEFAULT;
 
+/* Call()'s arguments and result: the host writes the block, Call reads it (f4load_protocol.h). */
+F4LOAD_EXPORT struct f4load_call f4load_call;
+
+_Static_assert(sizeof(struct f4load_call) == 32u, "f4load_call is 8 words");
+
+/*
+ * Call: run `f4load_call.entry` with the arguments, SP and return address from the block, not from registers (a
+ * register costs a debugger two or three probe round trips, the block one). Naked: it sets SP itself before
+ * anything touches the stack. The block is found PC-relatively (position independence: a literal holding its
+ * offset from the `add`, an R_ARM_REL32). r4 keeps the block across the call (callee-saved).
+ */
+F4LOAD_EXPORT __attribute__((naked)) void Call(void)
+{
+    __asm volatile(
+        "   ldr     r4, 1f\n"
+        "0: add     r4, pc\n"
+        "   ldr     r0, [r4, #16]\n"         /* sp */
+        "   mov     sp, r0\n"
+        "   ldr     r12, [r4, #0]\n"         /* entry */
+        "   ldr     r0, [r4, #4]\n"
+        "   ldr     r1, [r4, #8]\n"
+        "   ldr     r2, [r4, #12]\n"
+        "   blx     r12\n"
+        "   str     r0, [r4, #24]\n"         /* result, then state: the host reads them in that order */
+        "   ldr     r1, 2f\n"
+        "   str     r1, [r4, #28]\n"
+        "   ldr     r1, [r4, #20]\n"         /* ret: the halt word */
+        "   bx      r1\n"
+        "   .align  2\n"
+        "1: .word   f4load_call - (0b + 4)\n"
+        "2: .word   %c0\n"
+        :
+        : "i"(F4LOAD_CALL_RETURNED));
+}
+
 struct stub_state g_stub;
 
 /* The header's layouts, as the host's cffi sees them (tests/test_protocol.py checks the same numbers). */

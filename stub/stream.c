@@ -46,18 +46,48 @@ static void wait_for_host(queue_t *q, uint32_t done)
     }
 }
 
+/*
+ * The RAM that mirrors the 8 KB block of flash holding `address`, for a command on [address, address + size)
+ * with buffer `index`: the buffer's address plus address % 8 KB (f4load_protocol.h, "Streaming"). 0 (and the
+ * code in *r) when the index names no buffer or the range leaves its block.
+ */
+static uint32_t buffer_for(command_t *cmd, uint32_t op, uint32_t buffers, uint32_t count, uint32_t *r)
+{
+    uint32_t address = cmd->address;
+    uint32_t index = cmd->buffer;
+    uint32_t offset = address & (F4LOAD_BUFFER_SIZE - 1u);
+    uint32_t base = index < count ? buffers + index * F4LOAD_BUFFER_SIZE
+                                  : F4LOAD_CCM_BUFFER_BASE + (index - count) * F4LOAD_BUFFER_SIZE;
+    if (index >= count + F4LOAD_CCM_BUFFER_COUNT || cmd->size > F4LOAD_BUFFER_SIZE - offset) {
+        *r = stub_fail(F4LOAD_KIND_BAD_ARGUMENT, op, sector_index(address), F4LOAD_ARG_BAD_BUFFER, address, 0u);
+        return 0u;
+    }
+    *r = check_range(op, address, cmd->size);
+    return base + offset;
+}
+
 static uint32_t program_from_buffer(command_t *cmd, uint32_t buffers, uint32_t count)
 {
-    const uint32_t op = F4LOAD_OP_PROGRAM;
-    uint32_t address = cmd->address;
-    uint32_t size = cmd->size;
-    uint32_t index = cmd->buffer;
-    if (index >= count || size > F4LOAD_BUFFER_SIZE) {
-        return stub_fail(F4LOAD_KIND_BAD_ARGUMENT, op, sector_index(address), F4LOAD_ARG_BAD_BUFFER, address, 0u);
+    uint32_t r;
+    uint32_t src = buffer_for(cmd, F4LOAD_OP_PROGRAM, buffers, count, &r);
+    if (!r && cmd->size) {
+        r = flash_program(cmd->address, cmd->size, (const uint8_t *)src);
     }
-    uint32_t r = check_range(op, address, size);
-    if (!r && size) {
-        r = flash_program(address, size, (const uint8_t *)(buffers + index * F4LOAD_BUFFER_SIZE));
+    return r;
+}
+
+/* COPY: the words of flash [address, address + size) into their buffer (the bytes kept around an image). */
+static uint32_t copy_to_buffer(command_t *cmd, uint32_t buffers, uint32_t count)
+{
+    const uint32_t op = F4LOAD_OP_COPY;
+    uint32_t r;
+    uint32_t dst = buffer_for(cmd, op, buffers, count, &r);
+    if (!r && ((cmd->address | cmd->size) & 3u)) {
+        r = stub_fail(F4LOAD_KIND_BAD_ARGUMENT, op, sector_index(cmd->address), F4LOAD_ARG_ALIGNMENT, cmd->address,
+                      0u);
+    }
+    if (!r) {
+        copy_words(dst, cmd->address, cmd->size / 4u);
     }
     return r;
 }
@@ -75,6 +105,8 @@ static uint32_t run_command(command_t *cmd, uint32_t op, uint32_t buffers, uint3
         return program_from_buffer(cmd, buffers, count);
     case F4LOAD_CMD_CRC:
         return crc_range(F4LOAD_OP_CRC, cmd->address, cmd->size, value);
+    case F4LOAD_CMD_COPY:
+        return copy_to_buffer(cmd, buffers, count);
     case F4LOAD_CMD_STOP:
         return 0u;
     default:
@@ -100,6 +132,7 @@ F4LOAD_EXPORT uint32_t Stream(uint32_t queue, uint32_t buffers, uint32_t count)
         return stub_fail(F4LOAD_KIND_BAD_ARGUMENT, F4LOAD_OP_STREAM, F4LOAD_SECTOR_NONE, F4LOAD_ARG_BAD_QUEUE,
                          queue, 0u);
     }
+    q->crc_check = crc_unit_words((uint32_t)&q->check_words[0], 4u);  /* the host's known-answer check */
     uint32_t done = q->stub_seq;
     uint32_t op = F4LOAD_CMD_NONE;
     while (!r && op != F4LOAD_CMD_STOP) {
@@ -137,4 +170,18 @@ F4LOAD_EXPORT uint32_t Stream(uint32_t queue, uint32_t buffers, uint32_t count)
     publish_barrier();
     q->status = r ? F4LOAD_STATUS_FAILED : F4LOAD_STATUS_STOPPED;
     return r;
+}
+
+/*
+ * Init, Stream and UnInit in one call (f4load's streaming host): FLASH_CR is locked again when it returns, whatever
+ * happened. Init's code if it failed, else Stream's, else UnInit's.
+ */
+F4LOAD_EXPORT uint32_t Run(uint32_t queue, uint32_t buffers, uint32_t count)
+{
+    uint32_t r = Init(FLASH_MEM_BASE, 0u, F4LOAD_FNC_PROGRAM);
+    if (!r) {
+        r = Stream(queue, buffers, count);
+    }
+    uint32_t u = UnInit(F4LOAD_FNC_PROGRAM);
+    return r ? r : u;
 }

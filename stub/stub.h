@@ -99,9 +99,15 @@ uint32_t crc_range(uint32_t op, uint32_t adr, uint32_t sz, uint32_t *value);
 void stub_copy_error(volatile struct f4load_error *to);
 
 /* crc.c */
+void copy_words(uint32_t dst, uint32_t src, uint32_t words);    /* 8 words per load/store pair */
 uint32_t crc_unit_words(uint32_t address, uint32_t words);   /* returns the CRC, also in f4load_crc */
 uint32_t zlib_crc32(uint32_t address, uint32_t size);        /* zlib's crc32() of bytes at a word address */
 
 #pragma GCC visibility pop
+
+/* The entry points Run calls (exported: the host finds them by name). */
+F4LOAD_EXPORT uint32_t Init(uint32_t adr, uint32_t clk, uint32_t fnc);
+F4LOAD_EXPORT uint32_t UnInit(uint32_t fnc);
+F4LOAD_EXPORT uint32_t Stream(uint32_t queue, uint32_t buffers, uint32_t count);
 
 #endif /* F4LOAD_STUB_H */

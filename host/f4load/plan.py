@@ -248,7 +248,7 @@ def plan(image: Image, part: Part, keep: bool = True, target_crc: Optional[Targe
     sectors = []
     for sector in part.sectors_touching(image.start, image.end):
         if next(image.ranges(sector.start, sector.end), None) is not None:
-            sectors.append(_plan_sector(image, sector, keep, target_crc, read_back))
+            sectors.append(plan_sector(image, sector, keep, target_crc, read_back))
     return Plan(part, image.source, tuple(sectors), keep, _mass_erase(part, sectors, psize))
 
 
@@ -261,35 +261,36 @@ def _mass_erase(part: Part, sectors: List[SectorPlan], psize: int) -> bool:
     return mass_erase_beats(sector_erase_seconds(erased, psize), psize)
 
 
-def _gaps(image: Image, sector: Sector) -> List[Tuple[int, int]]:
+def gaps(image: Image, sector: Sector) -> List[Tuple[int, int]]:
     """[a, b) ranges of the sector without image data."""
-    gaps, at = [], sector.start
+    out, at = [], sector.start
     for a, b in image.ranges(sector.start, sector.end):
         if a > at:
-            gaps.append((at, a))
+            out.append((at, a))
         at = b
     if at < sector.end:
-        gaps.append((at, sector.end))
-    return gaps
+        out.append((at, sector.end))
+    return out
 
 
-def _plan_sector(image: Image, sector: Sector, keep: bool, target_crc: Optional[TargetCrc],
-                 read_back: Optional[ReadBack]) -> SectorPlan:
+def plan_sector(image: Image, sector: Sector, keep: bool, target_crc: Optional[TargetCrc],
+                read_back: Optional[ReadBack]) -> SectorPlan:
+    """One touched sector's plan (the module docstring); `plan` calls it for each."""
     contents = bytearray(image.data_at(sector.start, sector.size, fill=ERASED))
     image_bytes = sum(b - a for a, b in image.ranges(sector.start, sector.end))
     current = target_crc(sector) & 0xFFFF_FFFF if target_crc is not None else None
     blank = current == blank_crc(sector.size)
     kept = 0
     kept_ranges: List[Tuple[int, bytes]] = []
-    gaps = _gaps(image, sector)
+    outside = gaps(image, sector)
     # Nothing to read back when the target's CRC shows 0xFF outside the image already: a blank sector, or one
     # that holds exactly the image with 0xFF around it (the same program flashed before).
     unchanged_with_ff = current is not None and current == stm32_crc32(bytes(contents))
-    if keep and gaps and not blank and not unchanged_with_ff:
+    if keep and outside and not blank and not unchanged_with_ff:
         if read_back is None:
-            raise ValueError(f"keep=True needs read_back for sector {sector.index}: {len(gaps)} ranges lie "
+            raise ValueError(f"keep=True needs read_back for sector {sector.index}: {len(outside)} ranges lie "
                              "outside the image")
-        for a, b in gaps:
+        for a, b in outside:
             data = read_back(a, b - a)
             if len(data) != b - a:
                 raise ValueError(f"read_back({a:#010x}, {b - a}) returned {len(data)} bytes")
@@ -308,10 +309,10 @@ def _plan_sector(image: Image, sector: Sector, keep: bool, target_crc: Optional[
             reason = "target contents unknown: erase and rewrite"
         else:
             reason = f"changed: target CRC {current:#010x}, new contents {crc:#010x}"
-        if gaps:
-            outside = sum(b - a for a, b in gaps)
+        if outside:
+            left = sum(b - a for a, b in outside)
             reason += (f"; keeps {kept:,} bytes outside the image" if keep
-                       else f"; {outside:,} bytes outside the image left erased (keep=False)")
+                       else f"; {left:,} bytes outside the image left erased (keep=False)")
     if action is not Action.SKIP:
         chunks = tuple(_chunks(sector.start, bytes(contents)))
     return SectorPlan(sector, action, chunks, reason, crc, image_bytes, kept, current, tuple(kept_ranges))

@@ -101,7 +101,7 @@ import platformdirs
 from pyocd.core import exceptions as pyocd_errors
 
 from f4load import interrupt, journal, option_bytes, probes, protocol, reset_causes, stream
-from f4load.crc import CrcUnitCheck, check_crc_unit, stm32_crc32
+from f4load.crc import KNOWN_ANSWER, CrcUnitCheck, check_crc_unit, stm32_crc32
 from f4load.errors import (  # noqa: F401 - re-exported: the session's errors, where callers expect them
     ConnectError,
     F4LoadError,
@@ -115,9 +115,10 @@ from f4load.errors import (  # noqa: F401 - re-exported: the session's errors, w
 from f4load.floor import PSIZE_NAMES, floor_seconds, mass_erase_is_faster, program_writes  # noqa: F401
 from f4load.identity import TargetInfo, clone_warnings, describe_jep106, read_identity  # noqa: F401
 from f4load.image import Image
+from f4load.job import ProgramJob
 from f4load.option_bytes import OptionBytes, sector_ranges  # noqa: F401 - re-exported
 from f4load.part import KB, Part, Sector
-from f4load.plan import Action, Erase, MassErase, Plan, blank_crc, plan
+from f4load.plan import Action, Plan, blank_crc
 from f4load.pyocd_targets import probe_supply_voltage
 from f4load.registers import (
     DBGMCU_APB1_FZ,
@@ -423,7 +424,6 @@ class Session:
             raise SessionError("internal: the stub is already loaded (nested Session.stub())")
         interrupt.check("before the flash stub was loaded: nothing was erased or programmed")
         self._halt_for_work()
-        self.crc_unit()
         with self._stream_errors():
             with stream.StubRunner(self.target, self.stub_image,
                                    psize=self.info.psize if psize is None else psize) as runner:
@@ -511,18 +511,32 @@ class Session:
     def crc_unit(self) -> CrcUnitCheck:
         """The known-answer check of the chip's CRC unit (f4load.crc.check_crc_unit), made once per session with
         the core halted, before f4load relies on the unit. When it fails f4load says so once (a warning) and
-        compares read-back data instead: slower (the bytes cross the link), still correct."""
+        compares read-back data instead: slower (the bytes cross the link), still correct. The stub's batches
+        answer the same check themselves when they start (`_crc_checked`), so work on the stub costs nothing
+        extra for it; this one is for `diagnose`."""
         if self._crc_unit is None:
             self._halt_for_work()
             try:
                 result = check_crc_unit(self.target)
             except pyocd_errors.TransferError as error:
                 raise LinkError(f"lost the target while checking its CRC unit: {_one_line(error)}") from None
-            if not result.ok:
-                LOG.warning("%s: the chip's CRC unit is absent, broken or not ST's (a clone, or damage); f4load "
-                            "checks the flash by reading it back instead (slower)", result.describe())
-            self._crc_unit = result
+            self._crc_checked(result)
+        assert self._crc_unit is not None
         return self._crc_unit
+
+    def _crc_checked(self, check: CrcUnitCheck) -> bool:
+        """Record the CRC unit's known-answer check (the first one of the session is kept; a failure is said
+        once) and say whether it passed."""
+        if self._crc_unit is None:
+            if not check.ok:
+                LOG.warning("%s: the chip's CRC unit is absent, broken or not ST's (a clone, or damage); f4load "
+                            "checks the flash by reading it back instead (slower)", check.describe())
+            self._crc_unit = check
+        return check.ok
+
+    def _batch_crc_ok(self, runner: stream.StubRunner) -> bool:
+        """The known-answer check the last batch of `runner` made when it started (one read)."""
+        return self._crc_checked(CrcUnitCheck(runner.stream.read_crc_check(), KNOWN_ANSWER))
 
     def _read_back_crcs(self, ranges: Sequence[Tuple[int, int]]) -> Dict[Tuple[int, int], int]:
         """{(address, size): CRC} of the flash read back over the link and checksummed on the host (the
@@ -534,13 +548,26 @@ class Session:
         stub session of its own; read back and checksummed on the host when the unit failed its check."""
         if not sectors:
             return {}
-        if not self.crc_unit().ok:
-            values = self._read_back_crcs([(s.start, s.size) for s in sectors])
-            return {s.index: values[(s.start, s.size)] for s in sectors}
-        operations: List[stream.Operation] = [stream.Crc(s.start, s.size) for s in sectors]
-        report = runner.run(operations) if runner is not None else self.run(operations)
-        values = stream.crc_map(report)
+        ranges = [(s.start, s.size) for s in sectors]
+        if self._crc_unit is not None and not self._crc_unit.ok:
+            values = self._read_back_crcs(ranges)
+        else:
+            values = self._target_crcs(ranges, runner)
         return {s.index: values[(s.start, s.size)] for s in sectors}
+
+    def _target_crcs(self, ranges: Sequence[Tuple[int, int]], runner: Optional[stream.StubRunner] = None
+                     ) -> Dict[Tuple[int, int], int]:
+        """{(address, size): CRC} by the stub (one batch on `runner`, or a stub session of its own), read back
+        instead when the unit fails the known-answer check that batch made."""
+        operations: List[stream.Operation] = [stream.Crc(a, size) for a, size in ranges]
+        if runner is not None:
+            report = runner.run(operations)
+            ok = self._batch_crc_ok(runner)
+        else:
+            with self.stub() as own:
+                report = own.run(operations)
+                ok = self._batch_crc_ok(own)
+        return stream.crc_map(report) if ok else self._read_back_crcs(ranges)
 
     # --- the run journal ----------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -656,44 +683,25 @@ class Session:
         image.check_fits(part)
         self.check_not_read_protected()
         outcome, started = Outcome(), self._start_clock()
-        touched = [s for s in part.sectors_touching(image.start, image.end)
-                   if next(image.ranges(s.start, s.end), None) is not None]
-        values: Dict[Tuple[int, int], int] = {}
         with self.stub() as runner:
-            crcs = self.sector_crcs(touched, runner)
-            work = plan(image, part, keep=keep, target_crc=lambda s: crcs[s.index], read_back=self.read,
-                        psize=self.info.psize)
-            outcome.plan = work
-            changing = [s for s in work.sectors if s.action is not Action.SKIP]
-            self.check_not_write_protected(s.sector for s in changing)
-            if before_work is not None:
-                before_work(work)
-            kept = work.kept_ranges()
-            if kept:
-                self._backup = self._write_backup(kept)
-            operations: List[stream.Operation] = []
-            for op in work.operations():
-                if isinstance(op, Erase):
-                    operations.append(stream.EraseSector(op.sector.index))
-                elif isinstance(op, MassErase):
-                    operations.append(stream.EraseChip(op.part.flash_size))
-                else:
-                    operations.append(stream.Program(op.address, op.data))
-                    outcome.program_writes += program_writes(op.data, op.address, self.info.psize)
-            if verify and self.crc_unit().ok:
-                operations += [stream.Crc(s.sector.start, s.sector.size) for s in changing]
-            if operations:
-                report = runner.run(operations, progress=progress)
-                outcome.streams.append(report)
-                values = stream.crc_map(report)
+            job = ProgramJob(runner, image, part, keep=keep, verify=verify, psize=self.info.psize,
+                             read_flash=self.read, backup=self._back_up_kept, crc_check=self._crc_checked,
+                             progress=progress, before_work=before_work,
+                             check_protection=self.check_not_write_protected)
+            result = job.run()
+        work = result.plan
+        outcome.plan = work
+        outcome.streams.append(result.report)
+        outcome.program_writes = result.program_writes
+        changing = [s for s in work.sectors if s.action is not Action.SKIP]
         outcome.erased = work.erased_sectors
         outcome.skipped = [s.sector for s in work.sectors if s.action is Action.SKIP]
         outcome.bytes_programmed = work.bytes_programmed
         outcome.bytes_kept = work.bytes_kept
         self._finish_clock(outcome, started)
-        if verify and not self.crc_unit().ok:
-            values = self._read_back_crcs([(s.sector.start, s.sector.size) for s in changing])
         if verify:
+            ranges = [(s.sector.start, s.sector.size) for s in changing]
+            values = result.verify if job.crc_ok else self._read_back_crcs(ranges)
             bad = [(s.sector.start, s.sector.size, s.crc, values[(s.sector.start, s.sector.size)])
                    for s in changing if values[(s.sector.start, s.sector.size)] != s.crc]
             if bad:
@@ -706,6 +714,19 @@ class Session:
                 outcome.backup = self._backup
         return outcome
 
+    def _back_up_kept(self, kept: Sequence[Tuple[int, bytes]]) -> None:
+        """The program job's backup (f4load.job): every kept range so far, before the erase of the sector that
+        holds the last ones; the file is written on the first call and rewritten, whole and synced, on the
+        next ones."""
+        if self._backup is None:
+            self._backup = self._write_backup(kept)
+            return
+        try:
+            rewrite_backup(self._backup, kept)
+        except OSError as error:
+            raise UsageError(f"cannot update the backup {self._backup} of the bytes kept around the image: "
+                             f"{error.strerror or error}; the sector they belong to was not erased") from None
+
     def _write_backup(self, kept: Sequence[Tuple[int, bytes]]) -> Path:
         """Write the kept bytes to a new backup file before anything is erased; a file that cannot be
         written stops the work (nothing erased yet)."""
@@ -714,8 +735,9 @@ class Session:
             path = write_backup(self.backup_dir, self.info.unique_id, kept)
         except OSError as error:
             raise UsageError(f"cannot write the backup of the {sum(len(d) for _, d in kept):,} bytes kept around "
-                             f"the image to {self.backup_dir}: {error.strerror or error}; nothing was erased "
-                             f"(set ${BACKUP_DIR_ENV} to a writable directory, or pass --no-keep)") from None
+                             f"the image to {self.backup_dir}: {error.strerror or error}; the sector they belong "
+                             f"to was not erased (set ${BACKUP_DIR_ENV} to a writable directory, or pass "
+                             "--no-keep)") from None
         LOG.info("kept bytes backed up to %s", path)
         return path
 
@@ -777,10 +799,8 @@ class Session:
                 if b < end:
                     expected[b - start:] = self.read(b, end - b)
                 ranges.append((start, end - start, stm32_crc32(bytes(expected))))
-        if self.crc_unit().ok:
-            report = self.run([stream.Crc(a, size) for a, size, _ in ranges])
-            outcome.streams.append(report)
-            values = stream.crc_map(report)
+        if self._crc_unit is None or self._crc_unit.ok:
+            values = self._target_crcs([(a, size) for a, size, _ in ranges])
         else:
             values = self._read_back_crcs([(a, size) for a, size, _ in ranges])
         bad = [(a, size, crc, values[(a, size)]) for a, size, crc in ranges if values[(a, size)] != crc]
@@ -903,6 +923,20 @@ def write_backup(directory: Path, unique_id: str, ranges: Sequence[Tuple[int, by
             continue
         return path
     raise AssertionError("unreachable")
+
+
+def rewrite_backup(path: Path, ranges: Sequence[Tuple[int, bytes]]) -> None:
+    """Write (address, bytes) ranges as Intel HEX over the backup file at `path`: a new file beside it, synced,
+    then renamed over it (POSIX rename is atomic: the file is always the old one or the new one, whole)."""
+    records = bincopy.BinFile()
+    for address, data in ranges:
+        records.add_binary(data, address=address)
+    temporary = path.with_name(path.name + ".new")
+    with open(temporary, "w", encoding="ascii") as handle:
+        handle.write(records.as_ihex())
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
 
 
 def backup_of(error: BaseException) -> Optional[Path]:

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 from f4load import flash_state, interrupt, part, protocol
 from f4load.protocol import const, ffi
@@ -61,7 +61,8 @@ from f4load.registers import (
     RESET_FLAGS,
 )
 from f4load.stub_call import (
-    FNC_PROGRAM,
+    CALL_RETURNED,
+    OFFSET_CALL_RESULT,
     LinkLostError,
     StreamCommandError,
     StreamError,
@@ -85,6 +86,12 @@ CMD_ERASE_CHIP = const("F4LOAD_CMD_ERASE_CHIP")
 CMD_PROGRAM = const("F4LOAD_CMD_PROGRAM")
 CMD_CRC = const("F4LOAD_CMD_CRC")
 CMD_STOP = const("F4LOAD_CMD_STOP")
+CMD_COPY = const("F4LOAD_CMD_COPY")
+# Buffers: F4LOAD_BUFFER_COUNT in SRAM after the queue, F4LOAD_CCM_BUFFER_COUNT more in CCM RAM.
+SRAM_BUFFERS = const("F4LOAD_BUFFER_COUNT")
+CCM_BUFFERS = const("F4LOAD_CCM_BUFFER_COUNT")
+CCM_BUFFER_BASE = const("F4LOAD_CCM_BUFFER_BASE")
+BUFFERS = SRAM_BUFFERS + CCM_BUFFERS
 STATUS_IDLE = const("F4LOAD_STATUS_IDLE")
 STATUS_STOPPED = const("F4LOAD_STATUS_STOPPED")
 STATUS_FAILED = const("F4LOAD_STATUS_FAILED")
@@ -97,11 +104,14 @@ OFFSET_STUB_SEQ = ffi.offsetof("struct f4load_queue", "stub_seq")
 OFFSET_STATUS = ffi.offsetof("struct f4load_queue", "status")
 OFFSET_SLOTS = ffi.offsetof("struct f4load_queue", "slots")
 OFFSET_ERROR = ffi.offsetof("struct f4load_queue", "error")
+OFFSET_CHECK_WORDS = ffi.offsetof("struct f4load_queue", "check_words")
+OFFSET_CRC_CHECK = ffi.offsetof("struct f4load_queue", "crc_check")
 COMMAND_SIZE = ffi.sizeof("struct f4load_command")
 OFFSET_RESULT = ffi.offsetof("struct f4load_command", "result")
-# The host writes a slot's first five words (op, address, size, buffer, seq) and leaves result/value.
-assert ffi.offsetof("struct f4load_command", "seq") == 16 and OFFSET_RESULT == 20
-assert OFFSET_STATUS == OFFSET_STUB_SEQ + 4  # one two-word read polls both
+# The host writes a slot's first five words (op, address, size, buffer, seq), and zeros for result/value.
+assert ffi.offsetof("struct f4load_command", "seq") == 16 and OFFSET_RESULT == 20 and COMMAND_SIZE == 28
+# One three-word read polls stub_seq, status and the CRC unit's known answer.
+assert OFFSET_STATUS == OFFSET_STUB_SEQ + 4 and OFFSET_CRC_CHECK == OFFSET_STATUS + 4
 
 # How long the host waits before it gives up on the stub: never before the stub gives up itself, so that a
 # stuck flash is reported by the stub (BSY_TIMEOUT, with its error record) and not as "no progress".
@@ -115,14 +125,16 @@ STUB_ERASE_TIMEOUT_MS = 8000
 STUB_ASSUMED_CLOCK_MHZ = 168   # RM0090 / DS8626: the F405/407 maximum core clock
 SLOWEST_CORE_CLOCK_MHZ = 16    # HSI, the clock after reset (RM0090 6.2.2)
 STUB_LONGEST_WAIT_S = STUB_ERASE_TIMEOUT_MS / 1000 * STUB_ASSUMED_CLOCK_MHZ / SLOWEST_CORE_CLOCK_MHZ  # 84 s
-CALL_TIMEOUT_S = STUB_LONGEST_WAIT_S + 10.0    # Init/UnInit, and Stream's return after STOP
+CALL_TIMEOUT_S = STUB_LONGEST_WAIT_S + 10.0    # Init/UnInit, and Run's return after STOP (UnInit waits for BSY)
 STALL_TIMEOUT_S = STUB_LONGEST_WAIT_S + 20.0   # the stream may go this long without completing a command
 # A mass erase waits longer: DS8626's 32 s maximum at x8, doubled (stub/timing.c), with the same clock margin;
 # the stream allows that much extra while an ERASE_CHIP command runs.
 STUB_MASS_ERASE_TIMEOUT_MS = 64000
 MASS_ERASE_EXTRA_S = (STUB_MASS_ERASE_TIMEOUT_MS - STUB_ERASE_TIMEOUT_MS) / 1000 * STUB_ASSUMED_CLOCK_MHZ \
     / SLOWEST_CORE_CLOCK_MHZ
-# Stream returns right after it writes STOPPED or FAILED: the core should be at the halt word at once.
+# Stream returns right after it writes STOPPED or FAILED, and Run then calls UnInit, which waits for BSY only
+# if an operation is still running (after a failure the stub reported, it is not): the core should be at the halt
+# word at once.
 RETURN_TIMEOUT_S = 1.0
 # Every this many polls without progress, RCC_CSR is read too (DHCSR is read on every one).
 RCC_CHECK_EVERY = 8
@@ -153,15 +165,34 @@ class EraseChip:
 
 @dataclass(frozen=True)
 class Program:
-    """Program `data` at `address` (any alignment; the range must be erased)."""
+    """Program `data` at `address` (any alignment; the range must be erased).
+
+    `buffer`: None, the stream uploads the data into a buffer of its own choosing (one command per 8 KB
+    block); an index, the caller's buffer (stub/f4load_protocol.h, "Streaming"), and the range must lie in one
+    8 KB block: with `preloaded` the data is already there (a Copy plus the caller's own writes), else the
+    stream uploads it there once the buffer's earlier commands are done."""
     address: int
     data: bytes = field(repr=False)
+    buffer: Optional[int] = None
+    preloaded: bool = False
 
     def __str__(self) -> str:
         return f"program {len(self.data)} bytes at {self.address:#010x}"
 
     def __repr__(self) -> str:
         return f"Program(address={self.address:#010x}, data=<{len(self.data)} bytes>)"
+
+
+@dataclass(frozen=True)
+class Copy:
+    """The flash words of [address, address + size) into stub buffer `buffer` (at the block offset): the bytes
+    kept around an image, read out by the host and programmed back from there after the erase."""
+    address: int
+    size: int
+    buffer: int
+
+    def __str__(self) -> str:
+        return f"copy {self.size} bytes at {self.address:#010x} into buffer {self.buffer}"
 
 
 @dataclass(frozen=True)
@@ -174,7 +205,7 @@ class Crc:
         return f"CRC of {self.size} bytes at {self.address:#010x}"
 
 
-Operation = Union[EraseSector, EraseChip, Program, Crc]
+Operation = Union[EraseSector, EraseChip, Program, Copy, Crc]
 # progress(operation, nbytes): a command of `operation` completed (erase: the sector's size, or the flash size
 # for a mass erase; program: the bytes of that buffer; CRC: its size).
 Progress = Callable[[Operation, int], None]
@@ -193,6 +224,7 @@ class StreamReport:
     commands: int = 0                 # stub commands run, STOP included
     sectors_erased: int = 0
     bytes_programmed: int = 0
+    bytes_copied: int = 0             # COPY commands: flash into stub buffers
     crcs: List[CrcResult] = field(default_factory=list)
     polls: int = 0                    # (stub_seq, status) reads
     idle_polls: int = 0               # of those, polls that found no progress
@@ -215,13 +247,19 @@ class _Command:
     address: int
     size: int
     operation: Optional[Operation]
-    data: Optional[bytes] = None  # PROGRAM: the bytes for the buffer
+    data: Optional[bytes] = None  # PROGRAM: the bytes to upload into the buffer (None: preloaded)
+    buffer: Optional[int] = None  # PROGRAM, COPY: the buffer (None: the stream chooses one at publish time)
+
+    @property
+    def uploads(self) -> bool:
+        return self.op == CMD_PROGRAM and self.data is not None
 
 
-def expand(operations: Sequence[Operation]) -> List[_Command]:
-    """The stub commands for `operations`: one per erase and CRC, one per buffer of program data, then STOP.
-    Program chunks end at F4LOAD_BUFFER_SIZE-aligned addresses, so none crosses a sector boundary. Sectors
-    are numbered on the 1 MB map; the stub refuses those past this part's F_SIZE (BEYOND_END)."""
+def expand(operations: Sequence[Operation], stop: bool = True) -> List[_Command]:
+    """The stub commands for `operations`: one per erase, copy and CRC, one per buffer of program data, then
+    STOP (unless `stop` is false). Program chunks end at F4LOAD_BUFFER_SIZE-aligned addresses, so none crosses a
+    sector boundary. Sectors are numbered on the 1 MB map; the stub refuses those past this part's F_SIZE
+    (BEYOND_END)."""
     sectors = part.SECTORS_1M
     out: List[_Command] = []
     for operation in operations:
@@ -231,6 +269,13 @@ def expand(operations: Sequence[Operation]) -> List[_Command]:
             out.append(_Command(CMD_ERASE_SECTOR, sectors[operation.sector].start, 0, operation))
         elif isinstance(operation, EraseChip):
             out.append(_Command(CMD_ERASE_CHIP, part.FLASH_START, 0, operation))
+        elif isinstance(operation, Program) and operation.buffer is not None:
+            if operation.address // BUFFER_SIZE != (operation.address + len(operation.data) - 1) // BUFFER_SIZE:
+                raise ValueError(f"{operation}: a program from a given buffer must lie in one 8 KB block")
+            out.append(_Command(CMD_PROGRAM, operation.address, len(operation.data), operation,
+                                None if operation.preloaded else bytes(operation.data), operation.buffer))
+        elif isinstance(operation, Copy):
+            out.append(_Command(CMD_COPY, operation.address, operation.size, operation, buffer=operation.buffer))
         elif isinstance(operation, Program):
             data = bytes(operation.data)
             address, offset = operation.address, 0
@@ -243,7 +288,8 @@ def expand(operations: Sequence[Operation]) -> List[_Command]:
             out.append(_Command(CMD_CRC, operation.address, operation.size, operation))
         else:
             raise TypeError(f"not a stream operation: {operation!r}")
-    out.append(_Command(CMD_STOP, 0, 0, None))
+    if stop:
+        out.append(_Command(CMD_STOP, 0, 0, None))
     return out
 
 
@@ -271,7 +317,7 @@ def _sector_of(address: int) -> Optional[int]:
     return None
 
 
-def _words(data: bytes) -> List[int]:
+def le_words(data: bytes) -> List[int]:
     """Little-endian 32-bit words of `data`, padded with 0xFF to a whole word."""
     data = bytes(data) + b"\xff" * (-len(data) % 4)
     return list(struct.unpack(f"<{len(data) // 4}I", data))
@@ -286,7 +332,9 @@ class _Stream(StubCall):
         super().__init__(target, image, ram_base, CALL_TIMEOUT_S)
         self.config = config
         self.queue = self.layout.queue_address
-        self.buffers = self.layout.buffers
+        # SRAM buffers after the queue, then CCM RAM's (stub/f4load_protocol.h): index -> address
+        self.buffers = tuple(self.layout.buffers) + tuple(CCM_BUFFER_BASE + i * BUFFER_SIZE
+                                                          for i in range(CCM_BUFFERS))
         self.stall_timeout_s = stall_timeout_s
         self.report = StreamReport()
         # pipeline state
@@ -294,7 +342,8 @@ class _Stream(StubCall):
         self.published = 0   # host_seq
         self.done = 0        # stub_seq as last read
         self.buffer_free_after = [0] * len(self.buffers)  # buffer b is free once stub_seq >= this
-        self.next_buffer = 0
+        self.next_buffer = 0  # the next SRAM buffer for a Program without a buffer of its own
+        self.crc_check: Optional[int] = None  # the CRC unit's answer to the known words (crc.KNOWN_ANSWER_WORDS)
         # (not `progress`: session.py's _ReportingStream subclass uses that name for its own callback)
         self.on_command: Optional[Progress] = None
         self.loaded = False
@@ -315,6 +364,9 @@ class _Stream(StubCall):
         if dhcsr & DHCSR_S_HALT:
             _seq, status = self.read_words(self.queue + OFFSET_STUB_SEQ, 2)
             if status not in (STATUS_STOPPED, STATUS_FAILED):
+                result, state = self.read_words(self.call_address + OFFSET_CALL_RESULT, 2)
+                if state == CALL_RETURNED and result:  # Run returned before its stream: Init failed
+                    self._fail_after_return(result)
                 pc = int(self._link(lambda: self.target.read_core_register("pc")))
                 self._check_reset(f"core halted at {pc:#010x}")
                 raise TargetResetError(f"the core halted at {pc:#010x} while the stub said "
@@ -328,64 +380,149 @@ class _Stream(StubCall):
         return self.queue + OFFSET_SLOTS + (seq % SLOTS) * COMMAND_SIZE
 
     @staticmethod
-    def _slot_words(command: _Command, seq: int, buffer: int) -> List[int]:
-        return [command.op, command.address, command.size, buffer, seq]
+    def _slot_words(command: _Command, seq: int) -> List[int]:
+        return [command.op, command.address, command.size, command.buffer or 0, seq]
 
     def _can_publish(self, command: _Command, seq: int) -> bool:
+        """Command `seq` can be published now: its slot is free and, when it uploads data, so is its buffer.
+        (A command the stub itself fills or reads a buffer with needs no wait: the stub runs commands in
+        order, so the buffer's earlier commands are done by the time it runs.)"""
         if seq - self.done > SLOTS:  # the slot still holds command seq - SLOTS, not yet done
             return False
-        if command.op == CMD_PROGRAM:
-            return self.buffer_free_after[self.next_buffer] <= self.done
+        if command.uploads:
+            buffer = self.next_buffer if command.buffer is None else command.buffer
+            return self.buffer_free_after[buffer] <= self.done
         return True
 
+    def _upload(self, command: _Command, seq: int) -> None:
+        """The data of program command `seq` into its buffer, at the offset of its address in the 8 KB block."""
+        assert command.data is not None
+        if command.buffer is None:
+            command.buffer = self.next_buffer
+            self.next_buffer = (self.next_buffer + 1) % SRAM_BUFFERS
+        head = command.address % 4  # an unaligned start: whole words from the word below (the stub reads bytes)
+        self.write_words(self.buffer_address(command.buffer, command.address - head),
+                         le_words(b"\xff" * head + command.data))
+
+    def buffer_address(self, buffer: int, address: int) -> int:
+        """Where the data for flash `address` lies in stub buffer `buffer` (the offset of its 8 KB block)."""
+        return self.buffers[buffer] + address % BUFFER_SIZE
+
     def _publish_next(self) -> bool:
-        """Publish the commands that can go now. Non-data commands are published together (one slot write
-        each, one host_seq write); a program command is published alone right after its data, so the stub
-        can start it while the next buffer is filled. False if nothing could be published."""
+        """Publish the commands that can go now. Commands without data are published together (one slot write
+        each, one host_seq write); a command with data to upload is published alone right after its data, so
+        the stub can start it while the next buffer is filled. False if nothing could be published."""
         seq = self.published + 1
         if seq > len(self.commands):
             return False
         command = self.commands[seq - 1]
         if not self._can_publish(command, seq):
             return False
-        if command.op == CMD_PROGRAM:
-            assert command.data is not None
-            buffer = self.next_buffer
-            self.write_words(self.buffers[buffer], _words(command.data))
-            self.write_words(self._slot_address(seq), self._slot_words(command, seq, buffer))
-            self.buffer_free_after[buffer] = seq
-            self.next_buffer = (buffer + 1) % len(self.buffers)
-        else:
-            while True:
-                self.write_words(self._slot_address(seq), self._slot_words(command, seq, 0))
-                if seq == len(self.commands):
-                    break
-                following = self.commands[seq]
-                if following.op == CMD_PROGRAM or not self._can_publish(following, seq + 1):
-                    break
-                seq, command = seq + 1, following
+        first = seq
+        while True:
+            if command.uploads:
+                self._upload(command, seq)
+            if command.buffer is not None:
+                self.buffer_free_after[command.buffer] = seq
+            if command.uploads or seq == len(self.commands):
+                break
+            following = self.commands[seq]
+            if following.uploads or not self._can_publish(following, seq + 1):
+                break
+            seq, command = seq + 1, following
+        if any(first <= unread + SLOTS <= seq for unread in self.unread_crcs):
+            self._read_crcs()  # their slots are about to take new commands
+        self._write_slots(first, seq)
         self.write32(self.queue + OFFSET_HOST_SEQ, seq)
         self.published = seq
         return True
 
+    def _write_slots(self, first: int, last: int) -> None:
+        """Commands first..last into their slots: one transfer per run of adjacent slots (two when they wrap
+        around the ring). Whole slots: result and value cleared too (the stub writes them when it has run the
+        command; the host has read those of the slot's previous command already)."""
+        run: List[int] = []
+        start = first
+        for seq in range(first, last + 1):
+            if run and seq % SLOTS == 0:
+                self.write_words(self._slot_address(start), run)
+                run, start = [], seq
+            run += self._slot_words(self.commands[seq - 1], seq) + [0, 0]
+        self.write_words(self._slot_address(start), run)
+
     def _initial_queue(self) -> List[int]:
-        """The queue as written before Stream starts: magic, the leading non-data commands (the erases),
-        host_seq covering them. The stub starts erasing the moment it runs."""
+        """The queue as written before Stream starts: magic, the leading commands without data to upload (the
+        CRCs, erases), host_seq covering them, the words for the CRC unit's check. The stub starts on them the
+        moment it runs."""
+        from f4load.crc import KNOWN_ANSWER_WORDS
+
         words = [0] * (QUEUE_SIZE // 4)
         words[0] = const("F4LOAD_QUEUE_MAGIC")
         seq = 0
-        while seq < min(len(self.commands), SLOTS - 1) and self.commands[seq].op != CMD_PROGRAM:
+        while seq < min(len(self.commands), SLOTS - 1) and not self.commands[seq].uploads:
             command = self.commands[seq]
             seq += 1
+            if command.buffer is not None:
+                self.buffer_free_after[command.buffer] = seq
             at = (OFFSET_SLOTS + (seq % SLOTS) * COMMAND_SIZE) // 4
-            words[at:at + 5] = self._slot_words(command, seq, 0)
+            words[at:at + 5] = self._slot_words(command, seq)
         words[OFFSET_HOST_SEQ // 4] = seq
         words[OFFSET_STATUS // 4] = STATUS_IDLE
+        at = OFFSET_CHECK_WORDS // 4
+        words[at:at + len(KNOWN_ANSWER_WORDS)] = KNOWN_ANSWER_WORDS
         self.published = seq
         return words
 
+    def _crc_values(self, first: int, last: int) -> Dict[int, int]:
+        """{seq: value} of the unread CRC commands among first..last (all completed, slots not yet reused): one
+        read over the slots they occupy (two when they wrap around the ring)."""
+        seqs = [seq for seq in range(first, last + 1) if seq in self.unread_crcs]
+        out: Dict[int, int] = {}
+        if not seqs:
+            return out
+        runs: List[List[int]] = []
+        for seq in seqs:
+            if runs and seq % SLOTS > runs[-1][-1] % SLOTS:
+                runs[-1].append(seq)
+            else:
+                runs.append([seq])
+        for run in runs:
+            low, high = run[0] % SLOTS, run[-1] % SLOTS
+            base = self.queue + OFFSET_SLOTS + low * COMMAND_SIZE
+            words = self.read_words(base, (high - low + 1) * COMMAND_SIZE // 4)
+            for seq in run:
+                at = ((seq % SLOTS - low) * COMMAND_SIZE + OFFSET_RESULT) // 4
+                out[seq] = words[at + 1]
+        return out
+
+    def read_crc_check(self) -> int:
+        """The CRC unit's answer to the known words, as Stream computed it when it started (taken from the
+        polls; one read if none has seen the stub started yet)."""
+        if self.crc_check is None:
+            self.crc_check = self.read_words(self.queue + OFFSET_CRC_CHECK, 1)[0]
+        return self.crc_check
+
+    def crc_value(self, seq: int) -> int:
+        """The value of CRC command `seq` (completed)."""
+        if seq in self.unread_crcs:
+            self._read_crcs()
+        return self.crc_results[seq]
+
+    def _read_crcs(self) -> None:
+        """Read the values of the completed CRC commands not read yet, in as few transfers as their slots allow
+        (they are read before a slot is reused, when the caller asks, and at the end)."""
+        if not self.unread_crcs:
+            return
+        values = self._crc_values(min(self.unread_crcs), max(self.unread_crcs))
+        for seq in sorted(self.unread_crcs):
+            command = self.commands[seq - 1]
+            self.crc_results[seq] = values[seq]
+            self.report.crcs.append(CrcResult(command.address, command.size, values[seq]))
+        self.unread_crcs.clear()
+
     def _on_progress(self, stub_seq: int) -> None:
-        """Commands (done, stub_seq] completed: count them, read CRC values before their slots are reused."""
+        """Commands (done, stub_seq] completed: count them, note CRC values to read before their slots are
+        reused."""
         for seq in range(self.done + 1, stub_seq + 1):
             command = self.commands[seq - 1]
             self.report.commands += 1
@@ -401,8 +538,9 @@ class _Stream(StubCall):
             elif command.op == CMD_PROGRAM:
                 self.report.bytes_programmed += command.size
             elif command.op == CMD_CRC:
-                _result, value = self.read_words(self._slot_address(seq) + OFFSET_RESULT, 2)
-                self.report.crcs.append(CrcResult(command.address, command.size, value))
+                self.unread_crcs.add(seq)
+            elif command.op == CMD_COPY:
+                self.report.bytes_copied += command.size
             if self.on_command is not None and command.operation is not None:
                 self.on_command(command.operation, size)
         self.done = stub_seq
@@ -424,8 +562,9 @@ class _Stream(StubCall):
             code = record.result
         raise StreamCommandError(code, record, command.operation if command is not None else None, seq)
 
-    def _pump(self) -> None:
-        """Keep the ring full and follow the stub until it has run STOP."""
+    def _pump(self, until: Optional[Callable[[], bool]] = None) -> None:
+        """Keep the ring full and follow the stub until it has run STOP, or (`until`) until that says so: it is
+        asked before every poll, once what can be published is."""
         last_progress = self.now()
         idle = 0
         stopped_early = False
@@ -434,8 +573,12 @@ class _Stream(StubCall):
                 self._stop_early()
             while self._publish_next():
                 pass
-            stub_seq, status = self.read_words(self.queue + OFFSET_STUB_SEQ, 2)
+            if until is not None and until():
+                return
+            stub_seq, status, crc_check = self.read_words(self.queue + OFFSET_STUB_SEQ, 3)
             self.report.polls += 1
+            if self.crc_check is None and status != STATUS_IDLE:
+                self.crc_check = crc_check
             if status == STATUS_FAILED:
                 if stub_seq > self.done:
                     self._on_progress(stub_seq)
@@ -451,7 +594,7 @@ class _Stream(StubCall):
             # error record, a dmb, then status = STOPPED. A poll in that gap records the progress and sees
             # WORKING; every later poll finds no new progress, only the new status.
             if status == STATUS_STOPPED:
-                if self.done == len(self.commands):
+                if self.done == len(self.commands) and self.commands[-1].op == CMD_STOP:
                     return
                 # stub_seq and status are two word reads: the core may store both between them, so one poll
                 # can see the old stub_seq beside STOPPED. Only a second such poll is a stub that stopped early.
@@ -501,7 +644,8 @@ class _Stream(StubCall):
         for seq in range(self.done + 1, self.published + 1):
             self.write32(self._slot_address(seq), CMD_STOP)
         deadline = self.now() + INTERRUPT_GRACE_S
-        stop_published = self.published >= len(self.commands)  # the batch's own STOP is already queued
+        # the batch's own STOP is already queued
+        stop_published = self.published >= len(self.commands) and self.commands[-1].op == CMD_STOP
         idle = 0
         while True:
             stub_seq, status = self.read_words(self.queue + OFFSET_STUB_SEQ, 2)
@@ -610,13 +754,34 @@ class _Stream(StubCall):
             (" (between two commands, by the stub's own record)" if record is not None else "")
         error.args = (error.base_message + where,) + tuple(error.args[1:])
 
+    def stop_after_current(self) -> None:
+        """Stop the stub after the command it is running: every published command not yet done becomes STOP
+        (only the op word: the stub reads it once, when it starts a command), or one STOP is published; then
+        wait for Run to return (UnInit, FLASH_CR locked)."""
+        for seq in range(self.done + 1, self.published + 1):
+            self.write32(self._slot_address(seq), CMD_STOP)
+        if self.published == self.done:
+            seq = self.published + 1
+            self.write_words(self._slot_address(seq), [CMD_STOP, 0, 0, 0, seq])
+            self.write32(self.queue + OFFSET_HOST_SEQ, seq)
+            self.published = seq
+        deadline = self.now() + INTERRUPT_GRACE_S
+        while True:
+            _seq, status = self.read_words(self.queue + OFFSET_STUB_SEQ, 2)
+            if status in (STATUS_STOPPED, STATUS_FAILED):
+                break
+            if self.now() > deadline:
+                raise StreamError(f"the stub did not stop within {INTERRUPT_GRACE_S:g} s", self.current)
+            self._check_alive(1)
+        self._wait_halted("Run", RETURN_TIMEOUT_S)
+        self.loaded = False
+
     def _lock_after_failure(self, error: StreamCommandError) -> None:
-        """The stub reported a failure and returned: lock FLASH_CR again (UnInit) before reporting it. Best
-        effort: the failure being reported matters more than a second problem found on the way; if the stub
-        does not return or UnInit fails to run, the core is halted and FLASH_CR locked by the host."""
+        """The stub reported a failure: Run calls UnInit (FLASH_CR locked again) and returns to the halt word.
+        Best effort: the failure being reported matters more than a second problem found on the way; if Run
+        does not return, the core is halted and FLASH_CR locked by the host."""
         try:
-            self._wait_halted("Stream", RETURN_TIMEOUT_S)
-            self.call("UnInit", FNC_PROGRAM)
+            self._wait_halted("Run", RETURN_TIMEOUT_S)
         except (StreamError, interrupt.Interrupted):  # the failure stays the news; the host locks instead
             self._give_up(error)
 
@@ -628,7 +793,8 @@ class _Stream(StubCall):
 
     # --- the whole session -------------------------------------------------------------------------------
     def load(self) -> None:
-        """Halt (IWDG frozen first), clear the reset flags, load the stub and its config word, Init."""
+        """Halt (IWDG frozen first), clear the reset flags, load the stub with its config word and the call
+        block for Run in one transfer. Init runs at the start of every batch (Run)."""
         interrupt.check("before the flash stub was loaded: nothing was erased or programmed")
         self._started = self.now()
         target = self.target
@@ -642,43 +808,79 @@ class _Stream(StubCall):
         csr = self.read32(RCC_CSR)
         self.report.reset_flags_before = csr & RESET_FLAGS
         self.write32(RCC_CSR, csr | RCC_CSR_RMVF)
-
-        image = self.image.image + b"\x00" * (-len(self.image.image) % 4)
-        self.write_words(self.layout.halt_address, [const("F4LOAD_HALT_WORD")])
-        self.write_words(self.layout.load_address, _words(image))
-        self.write32(self.layout.load_address + self.image.config_offset, self.config)
-        try:
-            self._call_checked("Init", part.FLASH_START, 0, FNC_PROGRAM)
-        except StreamCommandError:
-            raise  # Init returned a failure: it unlocks FLASH_CR last, only once everything else succeeded
-        except BaseException as error:  # Init did not return (or Ctrl-C): it may be inside, CR unlocked
-            self._give_up(error)
-            raise
+        self.thumb_known = False
+        assert self.layout.load_address == self.layout.halt_address + 4  # one transfer for both
+        self.write_words(self.layout.halt_address, [const("F4LOAD_HALT_WORD")] + le_words(self._patched_image()))
         self.loaded = True
+        self._block_in_image = True
 
-    def batch(self, operations: Sequence[Operation]) -> StreamReport:
-        """One Stream call on the loaded stub: queue, resume, pipeline, STOP, halted at the halt word.
-        The stub stays loaded and initialised (FLASH_CR may be unlocked) for another batch or `unload`."""
+    def _patched_image(self) -> bytes:
+        """The stub's image with the config word and Run's call block in its PrgData."""
+        image = bytearray(self.image.image + b"\x00" * (-len(self.image.image) % 4))
+        struct.pack_into("<I", image, self.image.config_offset, self.config)
+        block = self.call_block("Run", self._run_args())
+        struct.pack_into(f"<{len(block)}I", image, self.image.call_offset, *block)
+        return bytes(image)
+
+    def _run_args(self) -> Tuple[int, int, int]:
+        return self.queue, self.buffers[0], SRAM_BUFFERS
+
+    def open_batch(self, operations: Sequence[Operation]) -> None:
+        """Start one Run (Init, Stream, UnInit) on the loaded stub with `operations` queued: the queue in one
+        transfer, then the call. More may follow (`append`) until `finish`."""
         assert self.loaded, "load() first"
-        start = self.now()
-        target = self.target
-        self.commands = expand(operations)
+        self._batch_started = self.now()
+        self.commands = expand(operations, stop=False)
         self.published = self.done = 0
         self.buffer_free_after = [0] * len(self.buffers)
         self.next_buffer = 0
-        self.current = self.commands[0].operation
-        interrupt.check(f"before {self.current}: nothing was done in this batch")
+        self.crc_check = None
+        self.crc_results: Dict[int, int] = {}
+        self.unread_crcs: Set[int] = set()
+        self.current = self.commands[0].operation if self.commands else None
+        interrupt.check(f"before {self.current}: nothing was done in this batch" if self.current else
+                        "before the batch: nothing was done in it")
         self._check_reset("before the stream")
         try:
             self.write_words(self.queue, self._initial_queue())
-            self._set_registers("Stream", (self.queue, self.buffers[0], len(self.buffers)))
-            self._link(target.resume)
+            self.start_call("Run", self._run_args(), block_written=self._block_in_image)
+            self._block_in_image = False
+        except BaseException as error:
+            self._give_up(error)
+            raise
+
+    def append(self, operations: Sequence[Operation]) -> List[int]:
+        """Queue more operations in this batch (published as slots and buffers allow); the sequence numbers
+        of their stub commands."""
+        first = len(self.commands) + 1
+        self.commands += expand(operations, stop=False)
+        return list(range(first, len(self.commands) + 1))
+
+    def pump(self, until: Callable[[], bool]) -> None:
+        """Publish and follow the stub until `until()` (asked after every poll)."""
+        self._guarded(lambda: self._pump(until))
+
+    def finish(self) -> StreamReport:
+        """STOP after the queued operations; wait for Run to return (FLASH_CR locked by its UnInit)."""
+        self.commands.append(_Command(CMD_STOP, 0, 0, None))
+
+        def rest() -> None:
             self._pump()
-            self._wait_halted("Stream", RETURN_TIMEOUT_S)
-            code = int(self._link(lambda: target.read_core_register("r0"))) & 0xFFFF_FFFF
+            self._read_crcs()
+            code = self._wait_halted("Run", RETURN_TIMEOUT_S)
             if code:
-                self._fail()
+                self._fail_after_return(code)
             self._check_reset("after STOP")
+        self._guarded(rest)
+        self.current = None
+        if self.virtual is not None:
+            self.report.virtual_seconds = self.virtual() - self._batch_started
+        return self.report
+
+    def _guarded(self, action: Callable[[], None]) -> None:
+        """Run part of a batch; on the way out by an exception the stub is left as the exception requires."""
+        try:
+            action()
         except StreamCommandError as error:
             self._lock_after_failure(error)
             raise
@@ -687,23 +889,29 @@ class _Stream(StubCall):
                 self._locate(error)
             self._give_up(error)
             raise
-        self.current = None
-        if self.virtual is not None:
-            self.report.virtual_seconds = self.virtual() - start
-        return self.report
+
+    def _fail_after_return(self, code: int) -> None:
+        """Run returned `code` after the stream stopped: UnInit's failure (BSY still set), or Init's when the
+        stream never started (its record is in the stub's PrgData)."""
+        record = self.error_record(self.layout.load_address + self.image.error_offset)
+        raise StreamCommandError(code, record, None, 0)
+
+    def batch(self, operations: Sequence[Operation]) -> StreamReport:
+        """One Run on the loaded stub: Init, the queue, pipeline, STOP, UnInit, halted at the halt word with
+        FLASH_CR locked. The stub stays loaded for another batch."""
+        self.open_batch(operations)
+        return self.finish()
 
     def unload(self) -> None:
-        """UnInit and check that FLASH_CR is locked again (the stub's image stays in RAM, unused)."""
+        """Check that FLASH_CR is locked again (each Run ends with UnInit; the image stays in RAM, unused)."""
         self.current = None
         self.loaded = False
         try:
-            self._call_checked("UnInit", FNC_PROGRAM)
-        except StreamCommandError:
-            raise  # UnInit returned: it locks FLASH_CR even when it fails, unless BSY never cleared
+            locked = self.read32(FLASH_CR) & FLASH_CR_LOCK
         except BaseException as error:
             self.abandon(error)
             raise
-        if not self.read32(FLASH_CR) & FLASH_CR_LOCK:
+        if not locked:
             raise StreamError("FLASH_CR is still unlocked after UnInit")
 
     def run(self, operations: Sequence[Operation]) -> StreamReport:
@@ -717,17 +925,18 @@ class _Stream(StubCall):
 
 
 class StubRunner:
-    """The stub loaded and initialised once, for several batches of operations (one Stream call each).
+    """The stub loaded once, for several batches of operations (one Run call each: Init, Stream, UnInit).
 
-    Use as a context manager (or `start()` / `close()`): entering freezes the IWDG, halts the core, loads
-    the stub and calls Init; `run(operations, progress=None)` streams one batch and returns its
-    StreamReport (virtual time of that batch only); a clean exit calls UnInit and checks FLASH_CR.LOCK;
-    an exit by exception lets the exception through: a batch that broke (no progress, a lost link, Ctrl-C,
-    an exception of `progress`) has already halted the core and locked FLASH_CR, and after an exception of
-    the caller's own between batches UnInit is called best effort. Between batches the
-    core is halted at the halt word and the host may use the target freely (read flash, plan), as long as
-    it leaves the stub's RAM (`layout`) alone. Every batch first checks RCC_CSR: a reset since `start()`
-    (which also loses the stub) is a TargetResetError.
+    Use as a context manager (or `start()` / `close()`): entering freezes the IWDG, halts the core and loads
+    the stub; `run(operations, progress=None)` streams one batch and returns its StreamReport (virtual time of
+    that batch only); a batch can also be built while it runs: `open(operations, progress)`, then `append`,
+    `pump(until)` and `finish()` (the program job, f4load.job). Each batch ends with FLASH_CR locked by the
+    stub's UnInit; a clean exit checks FLASH_CR.LOCK. An exit by exception lets the exception through: a batch
+    that broke (no progress, a lost link, Ctrl-C, an exception of `progress`) has already halted the core and
+    locked FLASH_CR; a batch still open when the caller's own exception leaves is stopped after the command the
+    stub is running (`abort`). Between batches the core is halted at the halt word and the host may use the
+    target freely (read flash, plan), as long as it leaves the stub's RAM (`layout`) alone. Every batch first
+    checks RCC_CSR: a reset since `start()` (which also loses the stub) is a TargetResetError.
     """
 
     def __init__(self, target: Any, image: StubImage, *, psize: int = protocol.PSIZE_X32, clock_mhz: int = 0,
@@ -736,10 +945,16 @@ class StubRunner:
         config = protocol.config_word(psize, clock_mhz, iwdg)
         self._stream = _Stream(target, image, config, ram_base, stall_timeout_s)
         self.reports: List[StreamReport] = []
+        self._open = False
 
     @property
     def layout(self) -> Any:
         return self._stream.layout
+
+    @property
+    def stream(self) -> _Stream:
+        """The stream of the open batch (buffers, CRC results, probe access): for f4load.job."""
+        return self._stream
 
     @property
     def reset_flags_before(self) -> int:
@@ -751,15 +966,53 @@ class StubRunner:
         return self
 
     def run(self, operations: Sequence[Operation], progress: Optional[Progress] = None) -> StreamReport:
+        self.open(operations, progress)
+        return self.finish()
+
+    def open(self, operations: Sequence[Operation], progress: Optional[Progress] = None) -> None:
+        """Start a batch with `operations` queued; `progress(operation, nbytes)` as commands complete."""
         stream = self._stream
         stream.report = StreamReport(reset_flags_before=stream.report.reset_flags_before)
         stream.on_command = progress
+        self._open = True
         try:
-            report = stream.batch(operations)
-        finally:
+            stream.open_batch(operations)
+        except BaseException:
+            self._open = False
             stream.on_command = None
+            raise
+
+    def append(self, operations: Sequence[Operation]) -> List[int]:
+        """More operations for the open batch; the sequence numbers of their stub commands."""
+        assert self._open
+        return self._stream.append(operations)
+
+    def pump(self, until: Callable[[], bool]) -> None:
+        """Follow the open batch (publishing what was appended) until `until()`."""
+        assert self._open
+        self._stream.pump(until)
+
+    def finish(self) -> StreamReport:
+        """End the open batch: STOP, Run returns with FLASH_CR locked; its report."""
+        assert self._open
+        try:
+            report = self._stream.finish()
+        finally:
+            self._open = False
+            self._stream.on_command = None
         self.reports.append(report)
         return report
+
+    def abort(self) -> None:
+        """The caller gives up on the open batch: the stub stops after the command it is running (the commands
+        published behind it become STOP) and Run returns with FLASH_CR locked; if that does not happen, the core
+        is halted and FLASH_CR locked by the host. Never raises."""
+        self._open = False
+        self._stream.on_command = None
+        try:
+            self._stream.stop_after_current()
+        except BaseException as error:  # noqa: BLE001 - the caller's exception is the news
+            self._stream._give_up(error)
 
     def close(self) -> None:
         if self._stream.loaded:
@@ -772,15 +1025,11 @@ class StubRunner:
         if exc_type is None:
             self.close()
             return
-        if self._stream.loaded and not isinstance(exc, (LinkLostError, TargetResetError)):
-            self._stream.loaded = False
-            try:
-                self._stream._wait_halted("Stream", RETURN_TIMEOUT_S)  # between batches: at the halt word
-                self._stream.call("UnInit", FNC_PROGRAM)
-            except (StreamError, interrupt.Interrupted):
-                pass
-            if isinstance(exc, interrupt.Interrupted):
-                self._stream.abandon(exc)  # checks that the core is halted and FLASH_CR locked, and says so
+        if self._open:
+            self.abort()
+        self._stream.loaded = False
+        if isinstance(exc, interrupt.Interrupted):
+            self._stream.abandon(exc)  # checks that the core is halted and FLASH_CR locked, and says so
 
 
 def run_stream(target: Any, image: StubImage, operations: Sequence[Operation], *,

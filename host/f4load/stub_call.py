@@ -1,10 +1,12 @@
 """Calling the RAM stub's entry points through pyocd, and telling a lost link from a reset target.
 
-The stub is a CMSIS-style flash algorithm (stub/f4load_protocol.h, "Entry points"): the host loads r0-r3
-with the arguments, SP with the top of the stub's stack, LR with the address of a BKPT (the halt word),
-xPSR with the Thumb bit and PC with the entry point, resumes the core and waits for it to halt at the halt
-word; r0 is the result. `StubCall` does exactly that on one target, and also owns the two things every
-probe access after that needs:
+The stub is a CMSIS-style flash algorithm (stub/f4load_protocol.h, "Entry points"). A debugger that sets the
+arguments, SP, LR, xPSR and PC register by register pays two or three probe round trips per register (pyocd:
+22 probe commands for the seven), and as many again to read r0. `StubCall` instead writes the stub's call block
+(`struct f4load_call` in its PrgData: entry point, arguments, SP, return address) in one transfer, sets PC to
+the stub's `Call` trampoline (and xPSR.T on the first call after a load), resumes with one DHCSR write, waits
+for the halt at the halt word and reads the result and the trampoline's "returned" mark from the block: about
+eight probe commands per call. It also owns the two things every probe access after that needs:
 
 - the link's failures made explicit: any pyocd exception becomes a `StreamError` that says what happened,
   after DHCSR and RCC_CSR were read for evidence of a reset (`TargetResetError`) or a lost probe
@@ -24,10 +26,11 @@ from pyocd.core import exceptions as pyocd_errors
 
 from f4load import interrupt
 from f4load.errors import StubError
-from f4load.protocol import ErrorRecord, const
+from f4load.protocol import ErrorRecord, const, ffi
 from f4load.registers import (
     DHCSR,
     DHCSR_C_DEBUGEN,
+    DHCSR_DBGKEY,
     DHCSR_S_HALT,
     DHCSR_S_LOCKUP,
     DHCSR_S_RESET_ST,
@@ -57,6 +60,11 @@ DEFAULT_CALL_TIMEOUT_S = 10.0
 INTERRUPT_GRACE_S = 5.0
 # While waiting for an entry point to return, RCC_CSR is read every this many DHCSR polls.
 RCC_CHECK_EVERY = 8
+# struct f4load_call (stub/f4load_protocol.h): the words the host writes, and where Call leaves the result.
+CALL_RETURNED = const("F4LOAD_CALL_RETURNED")
+CALL_WORDS = ffi.sizeof("struct f4load_call") // 4
+OFFSET_CALL_RESULT = ffi.offsetof("struct f4load_call", "result")
+assert ffi.offsetof("struct f4load_call", "state") == OFFSET_CALL_RESULT + 4  # one read takes both
 
 
 # --- errors ---------------------------------------------------------------------------------------------
@@ -149,6 +157,10 @@ class StubCall:
         self.virtual = virtual
         self.current: Optional[Operation] = None  # the oldest operation not yet completed by the stub
         self._classifying = False
+        self.call_address = self.layout.load_address + image.call_offset
+        # xPSR.T is written with PC on the first call after a load: after a reset the core's T bit is whatever
+        # bit 0 of the application's reset vector was (ARMv7-M B1.5.5); after a call it stays set.
+        self.thumb_known = False
 
     # --- probe access with the link's failures made explicit -------------------------------------------
     def _link(self, action: Callable[[], Any]) -> Any:
@@ -200,18 +212,34 @@ class StubCall:
         self._link(lambda: self.target.write_memory_block32(address, list(words)))
 
     # --- calling an entry point (halted core) ------------------------------------------------------------
-    def _set_registers(self, name: str, args: Sequence[int]) -> None:
-        regs = [(f"r{i}", value) for i, value in enumerate(args)]
-        regs += [("sp", self.layout.stack_top), ("lr", self.layout.halt_address | 1),
-                 ("xpsr", XPSR_THUMB), ("pc", self.image.entry_address(self.layout.load_address, name))]
-        names, values = [r for r, _ in regs], [v for _, v in regs]
-        self._link(lambda: self.target.write_core_registers_raw(names, values))
+    def call_block(self, name: str, args: Sequence[int]) -> List[int]:
+        """The words of struct f4load_call for `name(*args)`: entry, r0-r2, SP, return address, result and state
+        cleared."""
+        assert len(args) <= 3, "the stub's entry points take at most three arguments"
+        entry = self.image.entry_address(self.layout.load_address, name) | 1
+        return [entry, *args, *[0] * (3 - len(args)), self.layout.stack_top, self.layout.halt_address | 1, 0, 0]
 
-    def _wait_halted(self, what: str, timeout_s: float) -> None:
-        """Wait until the core halts at the halt word (the entry point returned). DHCSR is read on every poll,
-        RCC_CSR every RCC_CHECK_EVERY: a reset (S_RESET_ST, debug disabled by a power-on, a reset flag), a
-        lockup (S_LOCKUP) or a lost link ends the wait at once with its own error. After Ctrl-C the entry
-        point gets INTERRUPT_GRACE_S to return (a second signal: none), then Interrupted is raised."""
+    def start_call(self, name: str, args: Sequence[int] = (), block_written: bool = False) -> None:
+        """Start `name(*args)` on the halted core through the stub's Call trampoline: the call block (unless
+        the caller wrote it already, e.g. with the image), PC (and xPSR.T the first time), one DHCSR write."""
+        if not block_written:
+            self.write_words(self.call_address, self.call_block(name, args))
+        names, values = ["pc"], [self.image.entry_address(self.layout.load_address, "Call")]
+        if not self.thumb_known:
+            names, values = ["xpsr", "pc"], [XPSR_THUMB, values[0]]
+        self._link(lambda: self.target.write_core_registers_raw(names, values))
+        self.thumb_known = True
+        # Resume: C_DEBUGEN with C_HALT clear (ARMv7-M C1.6.2). pyocd's own resume reads DHCSR and clears DFSR
+        # first (two more round trips) for its halt-reason bookkeeping, which f4load does not use.
+        self.write32(DHCSR, DHCSR_DBGKEY | DHCSR_C_DEBUGEN)
+
+    def _wait_halted(self, what: str, timeout_s: float) -> int:
+        """Wait until the core halts at the halt word (the entry point returned through Call); the entry
+        point's result. DHCSR is read on every poll, RCC_CSR every RCC_CHECK_EVERY: a reset (S_RESET_ST, debug
+        disabled by a power-on, a reset flag), a lockup (S_LOCKUP) or a lost link ends the wait at once with
+        its own error. After Ctrl-C the entry point gets INTERRUPT_GRACE_S to return (a second signal: none),
+        then Interrupted is raised. Call marks the block "returned" right before it jumps to the halt word, so
+        a halted core with that mark is at the halt word; without it the core stopped elsewhere."""
         deadline = self.now() + timeout_s
         grace: Optional[float] = None
         polls = 0
@@ -238,18 +266,18 @@ class StubCall:
             if now > deadline:
                 self._check_reset(f"{what} did not return")
                 raise StreamError(f"{what} did not return within {timeout_s:g} s", self.current)
-        pc = int(self._link(lambda: self.target.read_core_register("pc")))
-        if pc != self.layout.halt_address:
+        result, state = self.read_words(self.call_address + OFFSET_CALL_RESULT, 2)
+        if state != CALL_RETURNED:
+            pc = int(self._link(lambda: self.target.read_core_register("pc")))
             self._check_reset(f"{what} stopped at {pc:#010x}, not at the halt word")
             raise StreamError(f"{what} stopped at {pc:#010x} instead of returning to the halt word "
                               f"{self.layout.halt_address:#010x}", self.current)
+        return result
 
     def call(self, name: str, *args: int) -> int:
-        """Run an entry point to completion on the halted core; r0."""
-        self._set_registers(name, args)
-        self._link(self.target.resume)
-        self._wait_halted(name, self.call_timeout_s)
-        return int(self._link(lambda: self.target.read_core_register("r0"))) & 0xFFFF_FFFF
+        """Run an entry point to completion on the halted core; its result (r0)."""
+        self.start_call(name, args)
+        return self._wait_halted(name, self.call_timeout_s)
 
     def error_record(self, address: int) -> ErrorRecord:
         words = self.read_words(address, ErrorRecord.SIZE // 4)

@@ -29,7 +29,7 @@ ARTIFACT_NAME = "f4load_stub.FLM"
 # Entry points, named as the C functions: the CMSIS-Pack names, then f4load's own (Crc, Stream;
 # ZlibCrc for pyocd's smart flash).
 CMSIS_ENTRY_POINTS = ("Init", "UnInit", "EraseSector", "EraseChip", "ProgramPage", "Verify", "BlankCheck")
-ENTRY_POINTS = CMSIS_ENTRY_POINTS + ("Crc", "Stream", "ZlibCrc")
+ENTRY_POINTS = CMSIS_ENTRY_POINTS + ("Crc", "Stream", "ZlibCrc", "Run", "Call")
 
 # CMSIS-Pack FlashDevice (FlashOS.h): "<H128sHLLLLBxxxLL" then {size, offset} pairs ended by ~0, ~0.
 FLASH_DEVICE_STRUCT = "<H128sHLLLLBxxxLL"
@@ -54,6 +54,8 @@ class EntryPoints:
     Crc: int
     Stream: int
     ZlibCrc: int
+    Run: int
+    Call: int
 
     def as_dict(self) -> Dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -95,6 +97,7 @@ class StubImage:
     config_offset: int     # uint32_t f4load_config: written by the host before Init
     error_offset: int      # struct f4load_error f4load_error: read by the host after a failure
     crc_offset: int        # uint32_t f4load_crc: result of Crc()
+    call_offset: int       # struct f4load_call f4load_call: Call()'s arguments and result
     stack_need: int        # worst-case stack bytes of any entry point (from the build's call graph)
     flash_device: FlashDeviceInfo
 
@@ -155,6 +158,7 @@ class StubImage:
             config_offset=offset("f4load_config"),
             error_offset=offset("f4load_error"),
             crc_offset=offset("f4load_crc"),
+            call_offset=offset("f4load_call"),
             stack_need=offset("f4load_stack_need"),
             flash_device=_flash_device(elf, offset("FlashDevice")),
         )

@@ -46,6 +46,16 @@
  *       CRC of the words at [adr, adr+sz) by the CRC unit (poly 0x04C11DB7, init 0xFFFFFFFF, 32-bit words
  *       as read little-endian, no reflection, no final xor); adr and sz multiples of 4, inside main flash.
  *       0 on success with the CRC in `f4load_crc`, else a result code.
+ *   uint32_t Run(uint32_t queue, uint32_t buffers, uint32_t count)
+ *       Init(0x08000000, 0, F4LOAD_FNC_PROGRAM), then Stream(queue, buffers, count), then UnInit: a whole
+ *       streaming job in one call, FLASH_CR locked again when it returns. Init's code if Init fails, else
+ *       Stream's, else UnInit's.
+ *   void Call(void)
+ *       Takes its arguments from RAM instead of registers: loads SP from `f4load_call.sp`, calls
+ *       `f4load_call.entry` with r0-r2 = `f4load_call.args`, stores the result in `f4load_call.result`, sets
+ *       `f4load_call.state` to F4LOAD_CALL_RETURNED and jumps to `f4load_call.ret` (the halt word + 1). A host
+ *       writes the block (with the image, or in one transfer), PC = Call (and xPSR.T once), and resumes:
+ *       one block write instead of one register write per argument; the result is read from RAM.
  *   uint32_t ZlibCrc(uint32_t ranges, uint32_t count)
  *       zlib's crc32() (CRC-32: reflected, init and final xor 0xFFFFFFFF) of each of the `count` struct
  *       f4load_zlib_crc at `ranges`, by the CRC unit: what pyocd's smart flash compares (its "analyzer").
@@ -56,6 +66,7 @@
  *   f4load_config  uint32_t                 config word, written by the host before Init
  *   f4load_error   struct f4load_error      error record, read by the host after a failure
  *   f4load_crc     uint32_t                 result of the last Crc()
+ *   f4load_call    struct f4load_call       Call()'s arguments and result
  *
  * ---------------------------------------------------------------------------------------------------------
  * Result codes: 0 = success. Anything else is a failure laid out so that it reads in hex:
@@ -121,6 +132,7 @@
 #define F4LOAD_OP_CRC               8
 #define F4LOAD_OP_STREAM            9
 #define F4LOAD_OP_ZLIB_CRC          10
+#define F4LOAD_OP_COPY              11  /* Stream: a COPY command */
 
 /* DETAIL for F4LOAD_KIND_BAD_ARGUMENT. */
 #define F4LOAD_ARG_NOT_FLASH        1   /* the address is not in main flash (0x0800_0000..) */
@@ -177,6 +189,18 @@ struct f4load_error {
     uint32_t failures;      /* number of failures since Init */
 };
 
+/* Call()'s block (symbol f4load_call, in PrgData): written by the host, result and state by Call. */
+struct f4load_call {
+    uint32_t entry;         /* the entry point to run: its address with the Thumb bit set */
+    uint32_t args[3];       /* r0, r1, r2 */
+    uint32_t sp;            /* the stack top to run it on */
+    uint32_t ret;           /* where Call goes when the entry point returns: the halt word's address + 1 */
+    uint32_t result;        /* written by Call: the entry point's r0 */
+    uint32_t state;         /* written by Call: F4LOAD_CALL_RETURNED once result is stored (the host writes 0) */
+};
+
+#define F4LOAD_CALL_RETURNED        0xF40AD0C0
+
 /* ZlibCrc's ranges: the host writes address and size, the stub crc32. */
 struct f4load_zlib_crc {
     uint32_t address;       /* first byte, a multiple of 4, in main flash */
@@ -194,6 +218,9 @@ struct f4load_zlib_crc {
  *   +0x2000  F4LOAD_BUFFER_COUNT buffers of F4LOAD_BUFFER_SIZE bytes: every byte of SRAM1 + SRAM2 left
  *            (15 x 8 KB = 120 KB), so the host can fill about a sector's worth of data while a 128 KB
  *            sector erases (1 s) and the stub never waits for the link once programming starts
+ *   and F4LOAD_CCM_BUFFER_COUNT more buffers in CCM RAM (64 KB at 0x1000_0000, data bus only: fine for data),
+ *   stream buffer indexes count + 0 .. count + 7: room for the bytes kept around an image in a 128 KB sector
+ *   (COPY) next to the buffers that carry data.
  */
 #define F4LOAD_RAM_BASE             0x20000000
 #define F4LOAD_RAM_SIZE             0x00020000
@@ -206,6 +233,8 @@ struct f4load_zlib_crc {
 #define F4LOAD_BUFFER_OFFSET        0x00002000
 #define F4LOAD_BUFFER_SIZE          0x00002000
 #define F4LOAD_BUFFER_COUNT         15
+#define F4LOAD_CCM_BUFFER_BASE      0x10000000
+#define F4LOAD_CCM_BUFFER_COUNT     8
 
 /* ---------------------------------------------------------------------------------------------------------
  * Streaming. `uint32_t Stream(uint32_t queue, uint32_t buffers, uint32_t count)` stays running after Init and
@@ -225,7 +254,12 @@ struct f4load_zlib_crc {
  *         the last command that succeeded (so the failed one is stub_seq + 1) and Stream returns the code.
  *   STOP: stub_seq = n, status = STOPPED, Stream returns 0 (the core halts at the halt word).
  * The host polls stub_seq and status (two adjacent words, one probe command).
- * Result codes of commands name the operation that failed (ERASE_SECTOR, ERASE_CHIP, PROGRAM, CRC; a PROGRAM with a bad
+ * Buffers mirror 8 KB blocks of flash: the data for (or from) flash address a lies at offset a % 8 KB of the
+ * buffer, so a command's range must lie in one 8 KB-aligned block. Buffer index i < count is buffers + i * 8 KB,
+ * count <= i < count + F4LOAD_CCM_BUFFER_COUNT is CCM RAM (F4LOAD_CCM_BUFFER_BASE + (i - count) * 8 KB).
+ * When Stream starts it feeds the four `check_words` to the CRC unit and stores the result in `crc_check`
+ * (the host compares it with the known answer before it trusts a CRC: a clone or damaged unit).
+ * Result codes of commands name the operation that failed (ERASE_SECTOR, ERASE_CHIP, PROGRAM, CRC, COPY; a PROGRAM with a bad
  * buffer index or size is BAD_ARGUMENT/BAD_BUFFER); OP_STREAM is used for a bad queue or an unknown command.
  */
 #define F4LOAD_QUEUE_MAGIC          0xF40AD0E0
@@ -237,6 +271,7 @@ struct f4load_zlib_crc {
 #define F4LOAD_CMD_CRC              3   /* address, size (multiples of 4); value = CRC */
 #define F4LOAD_CMD_STOP             4   /* return from Stream */
 #define F4LOAD_CMD_ERASE_CHIP       5   /* mass erase (EraseChip): every sector of the part */
+#define F4LOAD_CMD_COPY             6   /* flash [address, address + size) into a buffer (words; one block) */
 
 #define F4LOAD_STATUS_IDLE          0   /* written by the host before Stream starts */
 #define F4LOAD_STATUS_WAITING       1   /* all published commands done, polling host_seq */
@@ -248,7 +283,7 @@ struct f4load_command {
     uint32_t op;            /* F4LOAD_CMD_* */
     uint32_t address;
     uint32_t size;
-    uint32_t buffer;        /* PROGRAM: index of the buffer holding the data */
+    uint32_t buffer;        /* PROGRAM, COPY: index of the buffer holding the data */
     uint32_t seq;           /* the host's sequence number for this command */
     uint32_t result;        /* written by the stub: 0 or a result code */
     uint32_t value;         /* written by the stub: CRC for F4LOAD_CMD_CRC */
@@ -259,8 +294,11 @@ struct f4load_queue {
     uint32_t host_seq;      /* last command published by the host */
     uint32_t stub_seq;      /* last command completed by the stub */
     uint32_t status;        /* F4LOAD_STATUS_* */
+    uint32_t crc_check;     /* written by Stream at its start: the CRC unit's CRC of check_words (read with
+                               stub_seq and status) */
     struct f4load_command slots[16];    /* slot = seq % F4LOAD_QUEUE_SLOTS */
     struct f4load_error error;          /* copy of f4load_error when Stream returns */
+    uint32_t check_words[4];            /* written by the host: words for the CRC unit's known-answer check */
 };
 
 #endif /* F4LOAD_PROTOCOL_H */
