@@ -74,30 +74,22 @@ static const uint32_t *crc_feed_blocks(const uint32_t *p, uint32_t blocks)
 }
 
 /*
- * Copy `words` words from `src` to `dst` (any word addresses; flash to RAM for the stream's COPY): blocks of 8
- * words by one load-multiple and one store-multiple, then single words. Lives here beside the CRC feed, the
- * other bulk reader of flash.
+ * Copy `blocks` blocks of 8 words from `src` to `dst` (flash to RAM for the stream's COPY): one load-multiple and
+ * one store-multiple each. Lives here beside the CRC feed, the other bulk reader of flash.
  */
-void copy_words(uint32_t dst, uint32_t src, uint32_t words)
+void copy_blocks(uint32_t dst, uint32_t src, uint32_t blocks)
 {
     register uint32_t r0 __asm__("r0") = dst;
     register uint32_t r1 __asm__("r1") = src;
-    register uint32_t r2 __asm__("r2") = words / 8u;
-    if (r2) {
-        __asm volatile(
-            "1: ldmia   r1!, {r3, r4, r5, r6, r7, r8, r9, r10}\n"
-            "   stmia   r0!, {r3, r4, r5, r6, r7, r8, r9, r10}\n"
-            "   subs    r2, r2, #1\n"
-            "   bne     1b\n"
-            : "+r"(r0), "+r"(r1), "+r"(r2)
-            :
-            : "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "cc", "memory");
-    }
-    uint32_t *d = (uint32_t *)r0;
-    const uint32_t *p = (const uint32_t *)r1;
-    for (words &= 7u; words; words--) {
-        *d++ = *p++;
-    }
+    register uint32_t r2 __asm__("r2") = blocks;
+    __asm volatile(
+        "1: ldmia   r1!, {r3, r4, r5, r6, r7, r8, r9, r10}\n"
+        "   stmia   r0!, {r3, r4, r5, r6, r7, r8, r9, r10}\n"
+        "   subs    r2, r2, #1\n"
+        "   bne     1b\n"
+        : "+r"(r0), "+r"(r1), "+r"(r2)
+        :
+        : "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "cc", "memory");
 }
 
 /*

@@ -26,8 +26,7 @@
  *       timeout code if the flash is still busy (then CR cannot be written: reset the chip).
  *   uint32_t EraseSector(uint32_t adr)      adr = start address of a sector. 0 or a result code.
  *   uint32_t EraseChip(void)                mass erase. 0 or a result code; a write-protected sector is refused
- *                                           before MER starts (FLASH_ERROR, WRPERR, the first such sector;
- *                                           the record's `actual` = FLASH_OPTCR).
+ *                                           before MER starts (FLASH_ERROR, WRPERR, the first such sector).
  *   uint32_t ProgramPage(uint32_t adr, uint32_t sz, const uint8_t *buf)
  *       Programs [adr, adr+sz) with the widest writes PSIZE allows. Any alignment: the bytes of a write
  *       that lie outside the range are filled with their current contents (read back, 0xFF when erased),
@@ -138,7 +137,7 @@
 #define F4LOAD_ARG_NOT_FLASH        1   /* the address is not in main flash (0x0800_0000..) */
 #define F4LOAD_ARG_NOT_SECTOR_START 2   /* EraseSector needs the first address of a sector */
 #define F4LOAD_ARG_ALIGNMENT        3   /* Crc needs word-aligned address and size, ZlibCrc a word-aligned
-                                           address */
+                                           address, a stream COPY multiples of 32 bytes */
 #define F4LOAD_ARG_WRAPS            4   /* adr + sz wraps around the 32-bit address space */
 #define F4LOAD_ARG_BAD_QUEUE        5   /* Stream: the queue has no F4LOAD_QUEUE_MAGIC, or a slot's seq is not
                                            the command the stub expects */
@@ -271,7 +270,8 @@ struct f4load_zlib_crc {
 #define F4LOAD_CMD_CRC              3   /* address, size (multiples of 4); value = CRC */
 #define F4LOAD_CMD_STOP             4   /* return from Stream */
 #define F4LOAD_CMD_ERASE_CHIP       5   /* mass erase (EraseChip): every sector of the part */
-#define F4LOAD_CMD_COPY             6   /* flash [address, address + size) into a buffer (words; one block) */
+#define F4LOAD_CMD_COPY             6   /* flash [address, address + size) into a buffer (multiples of 32 bytes,
+                                           one 8 KB block) */
 
 #define F4LOAD_STATUS_IDLE          0   /* written by the host before Stream starts */
 #define F4LOAD_STATUS_WAITING       1   /* all published commands done, polling host_seq */
@@ -296,9 +296,9 @@ struct f4load_queue {
     uint32_t status;        /* F4LOAD_STATUS_* */
     uint32_t crc_check;     /* written by Stream at its start: the CRC unit's CRC of check_words (read with
                                stub_seq and status) */
+    uint32_t check_words[4];            /* written by the host: words for the CRC unit's known-answer check */
     struct f4load_command slots[16];    /* slot = seq % F4LOAD_QUEUE_SLOTS */
     struct f4load_error error;          /* copy of f4load_error when Stream returns */
-    uint32_t check_words[4];            /* written by the host: words for the CRC unit's known-answer check */
 };
 
 #endif /* F4LOAD_PROTOCOL_H */

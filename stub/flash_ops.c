@@ -156,34 +156,18 @@ uint32_t flash_erase_sector(const struct sector_info *sector)
     return r;
 }
 
-/* The first address of sector `index` (RM0090 Table 5). */
-static uint32_t sector_start(uint32_t index)
-{
-    if (index < FLASH_MEDIUM_SECTOR) {
-        return FLASH_MEM_BASE + (index << FLASH_SMALL_SECTOR_SHIFT);
-    }
-    if (index == FLASH_MEDIUM_SECTOR) {
-        return FLASH_MEM_BASE + FLASH_SMALL_SECTORS_END;
-    }
-    return FLASH_MEM_BASE + ((index - FLASH_MEDIUM_SECTOR) << FLASH_LARGE_SECTOR_SHIFT);
-}
-
 /*
  * Mass erase, RM0090 3.6.3: CR = MER | PSIZE, then STRT. One write-protected sector (nWRP bit 0 in FLASH_OPTCR)
  * makes the whole mass erase fail with WRPERR (RM0090 3.7.4); it is refused before it starts instead, with
- * WRPERR, the first protected sector and its address, and OPTCR in the record (`actual`) for the others.
+ * WRPERR and the first protected sector.
  */
 uint32_t flash_erase_chip(void)
 {
     uint32_t sectors = sector_index(g_stub.flash_end - 1u) + 1u;
-    uint32_t optcr = FLASH_OPTCR;
-    uint32_t protected_sectors = ~(optcr >> FLASH_OPTCR_NWRP_SHIFT) & ((1u << sectors) - 1u);
+    uint32_t protected_sectors = ~(FLASH_OPTCR >> FLASH_OPTCR_NWRP_SHIFT) & ((1u << sectors) - 1u);
     if (protected_sectors) {
-        uint32_t first = (uint32_t)__builtin_ctz(protected_sectors);
-        uint32_t code = stub_fail(F4LOAD_KIND_FLASH_ERROR, F4LOAD_OP_ERASE_CHIP, first, 0u, sector_start(first),
-                                  FLASH_SR_WRPERR);
-        stub_record_actual(optcr);
-        return code;
+        return stub_fail(F4LOAD_KIND_FLASH_ERROR, F4LOAD_OP_ERASE_CHIP, (uint32_t)__builtin_ctz(protected_sectors),
+                         0u, FLASH_MEM_BASE, FLASH_SR_WRPERR);
     }
     uint32_t timeout = erase_timeout_ms(ERASE_CLASS_MASS);
     uint32_t r = flash_begin(F4LOAD_OP_ERASE_CHIP, F4LOAD_SECTOR_NONE, FLASH_MEM_BASE, timeout);

@@ -49,10 +49,6 @@ void stub_record_cfsr(uint32_t cfsr)
     f4load_error.cfsr = cfsr;
 }
 
-void stub_record_actual(uint32_t actual)
-{
-    f4load_error.actual = actual;
-}
 
 /* Init starts a fresh record. Plain stores, not a struct assignment: no memset call in a -nostdlib blob. */
 void stub_record_reset(uint32_t flash_size)

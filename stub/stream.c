@@ -76,18 +76,21 @@ static uint32_t program_from_buffer(command_t *cmd, uint32_t buffers, uint32_t c
     return r;
 }
 
-/* COPY: the words of flash [address, address + size) into their buffer (the bytes kept around an image). */
+/*
+ * COPY: flash [address, address + size) into its buffer (the bytes kept around an image), in blocks of 32 bytes
+ * (address and size multiples of 32; the host copies whole 8 KB blocks).
+ */
 static uint32_t copy_to_buffer(command_t *cmd, uint32_t buffers, uint32_t count)
 {
     const uint32_t op = F4LOAD_OP_COPY;
     uint32_t r;
     uint32_t dst = buffer_for(cmd, op, buffers, count, &r);
-    if (!r && ((cmd->address | cmd->size) & 3u)) {
+    if (!r && ((cmd->address | cmd->size) & 31u)) {
         r = stub_fail(F4LOAD_KIND_BAD_ARGUMENT, op, sector_index(cmd->address), F4LOAD_ARG_ALIGNMENT, cmd->address,
                       0u);
     }
-    if (!r) {
-        copy_words(dst, cmd->address, cmd->size / 4u);
+    if (!r && cmd->size) {
+        copy_blocks(dst, cmd->address, cmd->size / 32u);
     }
     return r;
 }

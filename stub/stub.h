@@ -68,7 +68,6 @@ uint32_t stub_fail_values(uint32_t kind, uint32_t op, uint32_t sector, uint32_t 
 void stub_record_stale(uint32_t sr_bits);
 void stub_record_reset(uint32_t flash_size);
 void stub_record_cfsr(uint32_t cfsr);
-void stub_record_actual(uint32_t actual);
 
 /* timing.c: DWT cycle counter, IWDG keep-alive, the BSY wait. */
 int cycle_counter_start(void);                 /* 0 when CYCCNT counts */
@@ -99,7 +98,7 @@ uint32_t crc_range(uint32_t op, uint32_t adr, uint32_t sz, uint32_t *value);
 void stub_copy_error(volatile struct f4load_error *to);
 
 /* crc.c */
-void copy_words(uint32_t dst, uint32_t src, uint32_t words);    /* 8 words per load/store pair */
+void copy_blocks(uint32_t dst, uint32_t src, uint32_t blocks);  /* blocks of 8 words */
 uint32_t crc_unit_words(uint32_t address, uint32_t words);   /* returns the CRC, also in f4load_crc */
 uint32_t zlib_crc32(uint32_t address, uint32_t size);        /* zlib's crc32() of bytes at a word address */
 

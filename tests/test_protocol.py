@@ -57,9 +57,12 @@ def test_error_record_is_eleven_words_in_header_order():
 
 
 def test_queue_has_the_declared_number_of_slots_and_ends_with_an_error_record():
-    slots = ffi.typeof("struct f4load_queue").fields[4][1].type.length
+    fields = dict(ffi.typeof("struct f4load_queue").fields)
+    slots = fields["slots"].type.length
     assert slots == const("F4LOAD_QUEUE_SLOTS")
-    assert ffi.sizeof("struct f4load_queue") == 16 + slots * ffi.sizeof("struct f4load_command") + 44
+    # magic, host_seq, stub_seq, status, crc_check, 4 check words; the slots; the error record last
+    assert fields["slots"].offset == 36 and fields["error"].offset == 36 + slots * ffi.sizeof("struct f4load_command")
+    assert ffi.sizeof("struct f4load_queue") == fields["error"].offset + 44
 
 
 def test_error_record_reads_from_stub_memory():

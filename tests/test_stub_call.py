@@ -53,8 +53,7 @@ def test_a_reset_while_an_entry_point_runs_ends_the_wait_with_a_reset_error(open
     session = open_session("ideal")
     call = _loaded(session.target)
     assert call.call("Init", 0x0800_0000, 0, 2) == 0
-    call._set_registers("EraseSector", (0x0800_0000,))
-    session.target.resume()
+    call.start_call("EraseSector", (0x0800_0000,))  # through Call: block, PC, resume
     session.probe.chip.reset("pin")
     with pytest.raises(TargetResetError) as caught:
         call._wait_halted("EraseSector", 94.0)
@@ -67,8 +66,7 @@ def test_a_link_lost_while_an_entry_point_runs_ends_the_wait_with_a_link_error(o
     session = open_session("ideal")
     call = _loaded(session.target)
     assert call.call("Init", 0x0800_0000, 0, 2) == 0
-    call._set_registers("EraseSector", (0x0800_0000,))
-    session.target.resume()
+    call.start_call("EraseSector", (0x0800_0000,))
     session.probe._disconnect_after = session.probe.commands + 3
     with pytest.raises(LinkLostError):
         call._wait_halted("EraseSector", 94.0)

@@ -48,6 +48,12 @@ LOG = logging.getLogger(__name__)
 UPLOAD_BUFFERS = 3
 # Copies read out between two polls of the stream (8 KB each at most: about 28 ms of SWD at 4 MHz).
 READS_PER_POLL = 3
+# When a job starts with programming (a blank sector: no erase first), its first uploads go in pieces of
+# SMALL_UPLOAD: the flash starts after 4 KB have crossed the link, not 8 KB, and the last piece programmed after
+# the link is done is short too. The link (4 MHz SWD) is only slightly faster than the flash (16 us a word), so
+# small pieces for longer than SMALL_UPLOADS_BYTES would make the link, with its per-command cost, the bottleneck.
+SMALL_UPLOAD = 4096
+SMALL_UPLOADS_BYTES = 16384
 
 ReadFlash = Callable[[int, int], bytes]
 BackUp = Callable[[Sequence[Tuple[int, bytes]]], None]
@@ -95,6 +101,8 @@ class ProgramJob:
         self.free: List[int] = list(range(stream.BUFFERS))   # buffers nothing still needs (oldest use first)
         self.kept_ranges: List[Tuple[int, bytes]] = []        # in the backup file so far
         self.crc_ok = True
+        self.flash_busy = False  # an erase or program has been queued
+        self.small_uploads = 0   # bytes still to upload in SMALL_UPLOAD pieces
 
     # --- 1-3: CRCs and decisions ---------------------------------------------------------------------------
     def run(self) -> JobResult:
@@ -211,6 +219,7 @@ class ProgramJob:
             for s in kept:
                 self._read_out(s)
             self._wait_published(self.runner.append([stream.EraseChip(self.part.flash_size)])[0])
+            self.flash_busy = True
             for s in kept:
                 self._overlay(s)
             for s in work:
@@ -226,6 +235,7 @@ class ProgramJob:
             assert s.plan is not None
             if s.plan.action.erases:
                 erase = self.runner.append([stream.EraseSector(s.sector.index)])[0]
+                self.flash_busy = True
                 if copied:
                     self._wait_published(erase)
             if copied:
@@ -325,12 +335,24 @@ class ProgramJob:
                     self._release(s, block)
                     self._copy_ahead(later)
             else:
-                buffer = self._take_buffer()
-                self.runner.append([stream.Program(chunk.address, chunk.data, buffer)])
-                self.free.append(buffer)
+                if not self.flash_busy:
+                    self.small_uploads = SMALL_UPLOADS_BYTES  # nothing runs yet: start on small pieces
+                data, address = chunk.data, chunk.address
+                while self.small_uploads > 0 and len(data) > SMALL_UPLOAD:
+                    self._upload(address, data[:SMALL_UPLOAD])
+                    self.small_uploads -= SMALL_UPLOAD
+                    data, address = data[SMALL_UPLOAD:], address + SMALL_UPLOAD
+                self._upload(address, data)
+                self.small_uploads -= len(data)
+            self.flash_busy = True
         for block in list(s.copies):
             self._release(s, block)  # copied blocks with nothing left to program (kept bytes all 0xFF)
         self._copy_ahead(later)
+
+    def _upload(self, address: int, data: bytes) -> None:
+        buffer = self._take_buffer()
+        self.runner.append([stream.Program(address, data, buffer)])
+        self.free.append(buffer)
 
     def _release(self, s: _Sector, block: int) -> None:
         buffer, _seq = s.copies.pop(block)

@@ -189,16 +189,6 @@ def _sector_text(sector: int) -> str:
 
 
 _WRPERR = 1 << 4
-_OPTCR_NWRP_SHIFT = 16
-
-
-def _protected_text(optcr: int, flash_size: int) -> str:
-    """EraseChip's refusal: the record holds FLASH_OPTCR (stub/flash_ops.c, flash_erase_chip)."""
-    count = len(part.sectors_for(flash_size)) if flash_size in (512 * part.KB, 1024 * part.KB) else 12
-    nwrp = (optcr >> _OPTCR_NWRP_SHIFT) & ((1 << count) - 1)
-    hit = [str(i) for i in range(count) if not nwrp >> i & 1]
-    return (f"write-protected sectors (FLASH_OPTCR nWRP = {nwrp:#05x}): {', '.join(hit)}; a mass erase needs "
-            "every sector unprotected, so the stub refused it before it started")
 
 
 def describe_result(code: int, record: Optional[ErrorRecord] = None) -> str:
@@ -214,6 +204,9 @@ def describe_result(code: int, record: Optional[ErrorRecord] = None) -> str:
     where = f" on {_sector_text(r.sector)}" if r.sector is not None else ""
     lines = [f"{function} failed{where}: {_KIND_TEXT[kind]} [{kind}, code {code:#010x}]"]
     hints: List[str] = []
+    if r.op == const("F4LOAD_OP_ERASE_CHIP") and kind == "FLASH_ERROR" and r.sr_bits & _WRPERR and r.sector is not None:
+        lines.append(f"  sector {r.sector} is write-protected (the first such sector): a mass erase needs every "
+                     "sector unprotected, so the stub refused it before it started")
     if kind == "BAD_ARGUMENT":
         arg = _names("F4LOAD_ARG_").get(r.detail)
         if arg:
@@ -235,8 +228,6 @@ def describe_result(code: int, record: Optional[ErrorRecord] = None) -> str:
             lines.append(f"  waited {record.waited_ms} ms")
         if kind == "LOCKED" and record.cfsr:
             lines.append(f"  the key writes caused a bus fault (CFSR={record.cfsr:#010x})")
-        if r.op == const("F4LOAD_OP_ERASE_CHIP") and kind == "FLASH_ERROR" and r.sr_bits & _WRPERR and record.actual:
-            lines.append("  " + _protected_text(record.actual, record.flash_size))
     if r.stale:
         stale = record.stale_sr if record is not None else 0
         names = ", ".join(sr_bit_names(stale)) if stale else "error flags"

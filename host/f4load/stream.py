@@ -348,6 +348,8 @@ class _Stream(StubCall):
         self.on_command: Optional[Progress] = None
         self.loaded = False
         self._started = 0.0
+        self._fresh_load = False
+        self._block_in_image = False
 
     # --- is the stub still running? ----------------------------------------------------------------------
     def _check_alive(self, idle_polls: int) -> None:
@@ -471,7 +473,8 @@ class _Stream(StubCall):
         at = OFFSET_CHECK_WORDS // 4
         words[at:at + len(KNOWN_ANSWER_WORDS)] = KNOWN_ANSWER_WORDS
         self.published = seq
-        return words
+        # Up to the last slot used (slot 0, unused, included): the rest of the ring is written before use.
+        return words[:(OFFSET_SLOTS + (seq + 1) * COMMAND_SIZE) // 4]
 
     def _crc_values(self, first: int, last: int) -> Dict[int, int]:
         """{seq: value} of the unread CRC commands among first..last (all completed, slots not yet reused): one
@@ -813,6 +816,7 @@ class _Stream(StubCall):
         self.write_words(self.layout.halt_address, [const("F4LOAD_HALT_WORD")] + le_words(self._patched_image()))
         self.loaded = True
         self._block_in_image = True
+        self._fresh_load = True
 
     def _patched_image(self) -> bytes:
         """The stub's image with the config word and Run's call block in its PrgData."""
@@ -840,7 +844,9 @@ class _Stream(StubCall):
         self.current = self.commands[0].operation if self.commands else None
         interrupt.check(f"before {self.current}: nothing was done in this batch" if self.current else
                         "before the batch: nothing was done in it")
-        self._check_reset("before the stream")
+        if not self._fresh_load:  # else RCC_CSR was cleared a moment ago, and nothing ran since
+            self._check_reset("before the stream")
+        self._fresh_load = False
         try:
             self.write_words(self.queue, self._initial_queue())
             self.start_call("Run", self._run_args(), block_written=self._block_in_image)
@@ -854,6 +860,8 @@ class _Stream(StubCall):
         of their stub commands."""
         first = len(self.commands) + 1
         self.commands += expand(operations, stop=False)
+        if self.current is None and first <= len(self.commands) and self.done == first - 1:
+            self.current = self.commands[first - 1].operation  # the oldest operation not yet completed
         return list(range(first, len(self.commands) + 1))
 
     def pump(self, until: Callable[[], bool]) -> None:
@@ -1026,7 +1034,11 @@ class StubRunner:
             self.close()
             return
         if self._open:
-            self.abort()
+            if isinstance(exc, (LinkLostError, TargetResetError)) and not exc.located_by:
+                self._stream._locate(exc)  # raised by the caller's own access to the stub's RAM
+            if self._stream.loaded:
+                self.abort()
+            self._open = False
         self._stream.loaded = False
         if isinstance(exc, interrupt.Interrupted):
             self._stream.abandon(exc)  # checks that the core is halted and FLASH_CR locked, and says so
