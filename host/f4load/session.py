@@ -759,20 +759,28 @@ class Session:
         self.check_not_read_protected()
         outcome, started = Outcome(), self._start_clock()
         with self.stub() as runner:
-            if force:
-                to_erase = chosen
-            else:
-                crcs = self.sector_crcs(chosen, runner)
+            # One batch: the CRCs, then (decided while the stub waits) the erases.
+            to_erase = chosen
+            if not force:
+                runner.open([stream.Crc(s.start, s.size) for s in chosen], progress)
+                runner.pump(lambda: runner.stream.done >= len(chosen))
+                if self._batch_crc_ok(runner):
+                    crcs = {s.index: runner.stream.crc_value(seq) for seq, s in enumerate(chosen, 1)}
+                else:
+                    crcs = {s.index: stm32_crc32(self.read(s.start, s.size)) for s in chosen}
                 to_erase = [s for s in chosen if crcs[s.index] != blank_crc(s.size)]
                 outcome.skipped = [s for s in chosen if s not in to_erase]
             self.check_not_write_protected(to_erase)
             if before_work is not None:
                 before_work(to_erase)
-            if to_erase:
-                erases: List[stream.Operation] = [stream.EraseSector(s.index) for s in to_erase]
-                if mass_erase_is_faster(to_erase, self.info.psize):
-                    erases = [stream.EraseChip(self.info.part.flash_size)]
-                outcome.streams.append(runner.run(erases, progress=progress))
+            erases: List[stream.Operation] = [stream.EraseSector(s.index) for s in to_erase]
+            if to_erase and mass_erase_is_faster(to_erase, self.info.psize):
+                erases = [stream.EraseChip(self.info.part.flash_size)]
+            if force:
+                runner.open(erases, progress)
+            else:
+                runner.append(erases)
+            outcome.streams.append(runner.finish())
         outcome.erased = to_erase
         self._finish_clock(outcome, started)
         return outcome
