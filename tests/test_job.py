@@ -43,6 +43,11 @@ def _expected(before: bytes, segments: Sequence[Tuple[int, bytes]]) -> bytes:
     return bytes(out)
 
 
+def _stored(directory: Path) -> bytes:
+    """The flash as the virtual chip saved it when its session closed."""
+    return bytes(sim_state.load_state(directory, use_environment=False).flash)
+
+
 class _Reads:
     """Debugger reads through the target: of main flash, and of the stub's buffers (SRAM after the queue, CCM)."""
 
@@ -81,7 +86,7 @@ def test_kept_bytes_cross_the_link_once_and_are_restored_from_ram(sim_state_dir:
         written = probe.bytes_written
         outcome = session.program(image)
         written, read, flash_read = probe.bytes_written - written, reads.buffer_bytes, reads.flash_bytes
-        flash = session.read(FLASH_START, 512 * KB)
+    flash = _stored(sim_state_dir)
     kept = 16 * KB + 128 * KB + 128 * KB - sum(len(d) for _, d in segments)
     assert flash == _expected(before, segments) and outcome.verified
     assert [s.index for s in outcome.erased] == [0, 5, 7] and outcome.bytes_kept == kept
@@ -130,7 +135,7 @@ def test_a_partly_covered_sector_that_holds_the_image_is_skipped_without_reading
         reads = _Reads(session)
         again = session.program(image)
         read, flash_read = reads.buffer_bytes, reads.flash_bytes
-        flash = session.read(FLASH_START, 512 * KB)
+    flash = _stored(sim_state_dir)
     assert not again.erased and [s.index for s in again.skipped] == [0, 5, 7]
     assert flash_read <= 16 and read == 0  # the CRCs decided; no kept byte crossed the link
     assert flash == _expected(before, segments)
@@ -147,7 +152,7 @@ def test_a_changed_byte_in_a_kept_sectors_image_is_not_mistaken_for_unchanged(si
         changed[-1] ^= 0x01  # the last byte, in the edge word the image shares with kept bytes
         segments[1] = (address, bytes(changed))
         outcome = session.program(_hex(tmp_path / "app2.hex", segments))
-        flash = session.read(FLASH_START, 512 * KB)
+    flash = _stored(sim_state_dir)
     assert [s.index for s in outcome.erased] == [5]
     assert flash == _expected(before, segments)
 
@@ -168,7 +173,7 @@ def test_a_mass_erase_keeps_bytes_through_ram_when_they_fit(sim_state_dir: Path,
     with Session(probe="sim", sim_link="ideal", backup_dir=tmp_path / "backups") as session:
         outcome = session.program(Image([_segment(a, d) for a, d in segments]))
         erases = session.pyocd.probe.chip.flash.operation_counts["erase"]
-        flash = session.read(FLASH_START, 1024 * KB)
+    flash = _stored(sim_state_dir)
     assert outcome.plan is not None and outcome.plan.mass_erase and erases == 1
     assert outcome.bytes_kept == 200 and flash == _expected(before, segments)
 
@@ -189,4 +194,4 @@ def test_a_write_protected_sector_among_kept_ones_stops_the_job_before_any_erase
         with pytest.raises(ProtectionError):
             session.program(_hex(tmp_path / "app.hex", _sparse(60)))
         assert session.pyocd.probe.chip.flash.operation_counts["erase"] == 0
-        assert session.read(FLASH_START, 512 * KB) == before
+    assert _stored(sim_state_dir) == before
