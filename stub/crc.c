@@ -49,7 +49,8 @@ static uint32_t crc_unit_result(uint32_t enr)
  * takes a word per AHB write (RM0090 4.3); what costs is the loop around the stores, so it is unrolled and in
  * assembly (the compiler spills and re-reads otherwise). Returns the address after the last word.
  */
-static const uint32_t *crc_feed_blocks(const uint32_t *p, uint32_t blocks)
+__attribute__((noinline, section(".text.hot"))) static const uint32_t *crc_feed_blocks(const uint32_t *p,
+                                                                                      uint32_t blocks)
 {
     register const uint32_t *r0 __asm__("r0") = p;
     register uint32_t r1 __asm__("r1") = blocks;

@@ -338,7 +338,7 @@ struct program_run {
  * again for the words left). The straight path is few branches long on purpose: the virtual chip pays per
  * block of code, not per instruction (docs/sim.md).
  */
-static void program_run(struct program_run *run)
+__attribute__((noinline, section(".text.hot"))) static void program_run(struct program_run *run)
 {
     register struct program_run *r0 __asm__("r0") = run;
     __asm volatile(
