@@ -349,7 +349,7 @@ def test_reset_during_an_erase_exits_4(chip: Path, tmp_path: Path) -> None:
     assert out["error"]["type"] == "LinkError" and "reset" in out["error"]["message"]
 
 
-# --- the bytes kept around the image survive a failure: a backup before the first erase ---------------------
+# --- the bytes kept around the image survive a failure: a backup before their sector's erase ----------------
 
 def backups(chip: Path) -> List[Path]:
     return sorted((chip.parent / "backups").glob("*.hex"))

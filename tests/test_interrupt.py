@@ -238,7 +238,7 @@ def test_ctrl_c_after_the_first_erase_names_the_backup_of_the_kept_bytes(sim_sta
     assert run.returncode == EXIT_INTERRUPTED, stderr
     lines = error_lines(stderr)
     assert len(lines) == 2 and lines[0].startswith("f4load: error: interrupted (Ctrl-C)"), lines
-    backup = re.search(r"saved to (\S+\.hex) before the first erase", lines[1])
+    backup = re.search(r"saved to (\S+\.hex) before their sectors' erase", lines[1])
     assert backup is not None, lines
     import bincopy
 

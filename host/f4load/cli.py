@@ -525,7 +525,7 @@ def image_options(func: F) -> F:
               help="Verify every rewritten sector by CRC on the target (default). With --no-verify each written "
                    "word is still read back by the stub.")
 @click.option("--keep-backup", "keep_backup", is_flag=True,
-              help="Keep the backup file of the bytes kept around the image (written before the first erase, "
+              help="Keep the backup file of the bytes kept around the image (written before their sector's erase, "
                    "normally removed after a successful verify).")
 @click.option("--psize", "psize", type=click.Choice(["x8", "x16", "x32"]), default=None, help=PSIZE_HELP)
 @global_options

@@ -27,7 +27,7 @@ holds the image with 0xFF around it); it is called for a partly covered sector w
 that sector turns out unchanged once the kept bytes are in (the CRC of the whole sector cannot tell earlier).
 What was read back for a sector that will be erased is in `SectorPlan.kept` and `Plan.kept_ranges()`: between
 that sector's erase and the end of its programming those bytes live only in host memory, so the session writes
-them to a backup file before the first erase (`f4load.session`, docs/cli.md).
+them to a backup file before that sector's erase (`f4load.job`, docs/cli.md).
 
 Chunks: bytes to program are cut into `ProgramChunk`s that fit one of the stub's RAM buffers
 (F4LOAD_BUFFER_SIZE in stub/f4load_protocol.h, 8 KB today): a chunk is cut from one sector's contents, so it

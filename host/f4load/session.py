@@ -26,10 +26,11 @@
    RM0090 Table 13).
 3. **Work**: `program()`, `erase()`, `verify()`, `read()` below. Every flash operation goes through the stub's
    streaming entry point (`f4load.stream.StubRunner`); this module decides what to ask for and checks what
-   came back. One command loads the stub once: `program` runs its sector CRCs, then (after planning on the
-   host, with the core halted in the stub's halt word) the erases, program chunks and verify CRCs as a second
-   batch of the same runner. While a runner is live nothing else may run code in SRAM
-   (`set_option_bytes` refuses: its wait loop lives in the stub's buffer area).
+   came back. One command loads the stub once and runs it once (one batch: Init, Stream, UnInit):
+   `program` (f4load.job) starts with the sector CRCs and queues the erases, copies, program chunks and
+   verify CRCs behind them as it decides, while the stub runs; `erase` queues its erases behind its CRCs.
+   While a runner is live nothing else may run code in SRAM (`set_option_bytes` refuses: its wait loop lives
+   in the stub's buffer area).
 4. **Leave** the target in a known state whatever happened: the stub stopped (core halted), FLASH_CR locked,
    then - with `reset_run` - a reset that lets the application run, else the core stays halted.
 
@@ -47,8 +48,9 @@ Reliability
   and FLASH_CR locked; `close()` then does not reset-and-run.
 * **Parallelism**: the widest the measured VDD allows, or `psize=` ("x8"...) - refused before anything is
   erased when VDD does not allow it. A reset or OPERR at a wider one names `--psize x8` in its report.
-* **The CRC unit** gets a known-answer check (`crc_unit()`) before the first CRC is trusted; when it fails,
-  sector CRCs and verification compare read-back data instead.
+* **The CRC unit** gets a known-answer check before the first CRC is trusted: every batch of the stub makes it
+  when it starts (f4load.stream, no extra round trip), `crc_unit()` through the debugger for `diagnose`; when
+  it fails, sector CRCs and verification compare read-back data instead.
 * **The run journal** (f4load.journal): every `program`, `erase`, `verify` appends its outcome, the
   operation and sector in progress, FLASH_SR bits and reset causes to this chip's journal (`journaled()`).
 * `strict_identity=False` (`f4load diagnose`) keeps identity problems in `TargetInfo.identity_problems`
@@ -58,10 +60,12 @@ Bytes kept around the image
 ---------------------------
 
 Between a sector's erase and the end of its programming, the bytes `program` keeps around the image
-(calibration values, a serial number...) exist only in host memory: a USB drop, a reset or Ctrl-C in that
-window would lose them for good. So before the first erase they are written to a **backup file**: Intel HEX
-(bincopy), one record run per kept range, named `<unique ID>-<date>-<time>.hex` in the user cache directory
-(`platformdirs.user_cache_dir("f4load")/backups`, or `$F4LOAD_BACKUP_DIR`), flushed to disk. It is the
+(calibration values, a serial number...) exist only in the stub's RAM and the host: a USB drop, a power cut or
+Ctrl-C in that window could lose them for good. The stub copies them into its buffers on the target and the host
+reads them out of RAM (f4load.job); before a sector's erase is queued, its kept bytes are in a **backup file**:
+Intel HEX (bincopy), one record run per kept range, named `<unique ID>-<date>-<time>.hex` in the user cache
+directory (`platformdirs.user_cache_dir("f4load")/backups`, or `$F4LOAD_BACKUP_DIR`), flushed to disk, and
+rewritten whole (a new file renamed over it) when the next sector's kept bytes join it. It is the
 input format f4load programs, so `f4load <backup>.hex` puts the kept bytes back (the planner keeps whatever
 else the sector holds). When the work fails, the error carries the path (`backup_of(error)`) and the command
 line prints the restore command; after a successful verify the file is removed (unless `keep_backup`; with
@@ -660,12 +664,12 @@ class Session:
     def program(self, image: Image, keep: bool = True, verify: bool = True,
                 progress: Optional[Progress] = None, before_work: Optional[Callable[[Plan], None]] = None
                 ) -> Outcome:
-        """Write `image`: sector CRCs -> plan -> erase/program stream (with a CRC of every changed sector
-        when `verify`), all with the stub loaded once (two batches of one StubRunner; the plan is made on the
-        host between them, reading back flash where it keeps bytes around the image). `before_work(plan)` is
-        called once the plan is known, before the first erase. The bytes kept around the image in sectors to
-        be erased are written to a backup file first (module docstring); an error raised after that carries
-        its path (`backup_of`)."""
+        """Write `image`: sector CRCs -> plan -> erases, copies, program chunks (with a CRC of every changed
+        sector when `verify`), all in one batch of the stub, decided while it runs (f4load.job).
+        `before_work(plan)` is called once the plan is known, before the first erase (a sector whose kept bytes
+        are still to be read out is in it as "erase+program", its chunks provisional). The bytes kept around
+        the image in a sector are in the backup file before that sector's erase (module docstring); an error
+        raised after the file was written carries its path (`backup_of`)."""
         try:
             with self.journaled("program"):
                 return self._program(image, keep, verify, progress, before_work)
@@ -955,7 +959,7 @@ def backup_of(error: BaseException) -> Optional[Path]:
 
 def restore_hint(path: Path) -> str:
     """What to tell the user about a backup left by a failed program."""
-    return (f"the bytes kept around the image were saved to {path} before the first erase; restore them with "
+    return (f"the bytes kept around the image were saved to {path} before their sectors' erase; restore them with "
             f"`f4load {path}`, then program the file again")
 
 

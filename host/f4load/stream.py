@@ -1,42 +1,48 @@
-"""Stream erase/program/CRC commands to the RAM stub while its core keeps running.
+"""Stream erase/program/copy/CRC commands to the RAM stub while its core keeps running.
 
 pyocd drives a flash algorithm one page at a time: halt, load registers, resume, poll, read r0 - a dozen probe
 round trips per page, about 1 ms each on an ST-Link. Here the stub's `Stream()` entry point stays running and
 serves a ring of commands in RAM (protocol: stub/f4load_protocol.h, "Streaming"; docs/stub.md), and the host
-only writes memory and polls one pair of words:
+only writes memory and polls three words:
 
     host                                          stub (Stream, running)
-    data -> buffer b, slot n, host_seq = n  --->  sees host_seq > stub_seq, runs slot n (erase/program/CRC)
+    data -> buffer b, slots n.., host_seq = n --->  sees host_seq > stub_seq, runs slot n (erase/program/...)
     ... fills the next buffers meanwhile ...      writes slot.result/value, then stub_seq = n (slot and buffer
-    polls (stub_seq, status)                <---  are the host's again), then looks at n + 1
+    polls (stub_seq, status, crc_check)     <---  are the host's again), then looks at n + 1
 
-The host never halts the core between buffers. With the 15 x 8 KB buffers of the RAM layout it fills about
-120 KB while the first sectors erase, and keeps ahead of the programming after that.
+The host never halts the core between buffers. With the 15 x 8 KB buffers of SRAM (and 8 more in CCM RAM for
+the stub's own copies) it fills about 120 KB while the first sectors erase, and keeps ahead of the programming
+after that. A buffer mirrors one 8 KB block of flash: the data for address a lies at a % 8 KB in it.
 
-`run_stream(target, image, operations)` is the whole session: load the stub, write the config word, Init,
-start Stream, pipeline the operations, STOP, wait for the halt, UnInit (FLASH_CR locked again).
-`StubRunner` splits it for callers that need two or more batches with the stub loaded once (f4load's
-`program`: sector CRCs, then the plan's erases and program chunks):
+A batch is one call of the stub's `Run` (Init, Stream, UnInit: FLASH_CR locked when it returns), started through
+its `Call` trampoline with the arguments in RAM (f4load.stub_call); the image, its config word and Run's call
+block go over in one transfer. `run_stream(target, image, operations)` is a whole session: load, one batch.
+`StubRunner` keeps the stub loaded for several batches, and lets a batch grow while it runs (f4load.job:
+the program job decides its erases and programs from the CRCs at its start):
 
-    with StubRunner(target, image, psize=...) as runner:   # freeze IWDG, halt, load, config word, Init
-        crcs = runner.run([Crc(...), ...])                   # Stream ... STOP (core halted, stub loaded)
-        report = runner.run(plan_operations, progress=cb)    # Stream ... STOP again
-    # UnInit on a clean exit (FLASH_CR locked, checked); see StubRunner for the exits by exception
+    with StubRunner(target, image, psize=...) as runner:   # freeze IWDG, halt, load (image, config, call block)
+        report = runner.run(operations, progress=cb)        # a batch: Run ... STOP, UnInit, halted
+        runner.open([Crc(...), ...], cb)                     # a batch that grows:
+        runner.pump(lambda: runner.stream.done >= 8)         #   follow it until the CRCs are done
+        runner.append([EraseSector(3), Program(...)])        #   queue more, decided meanwhile
+        report = runner.finish()                             #   STOP, UnInit
+    # a clean exit checks FLASH_CR.LOCK; see StubRunner for the exits by exception
 
 `progress(operation, nbytes)` is called as each stub command completes: an `EraseSector` with the sector's
-size, a `Program` with the bytes of that buffer (one call per buffer, so several per large Program), a
-`Crc` with its size. `target` is
-anything with pyocd's Target methods used here (`halt`, `resume`, `is_halted`, `read32`, `write32`,
-`read_memory_block32`, `write_memory_block32`, `read_core_register`, `write_core_registers_raw`).
+size (an `EraseChip` with the flash size), a `Program` with the bytes of that buffer (one call per buffer, so
+several per large Program), a `Copy` with its size, a `Crc` with its size. `target` is anything with pyocd's
+Target methods used here (`halt`, `is_halted`, `read32`, `write32`, `read_memory_block32`,
+`write_memory_block32`, `read_core_register`, `write_core_registers_raw`).
 
-Truthfulness: a stream counts as done only when the stub said STOPPED for the STOP command, the core halted at
-the halt word with r0 = 0, no reset flag appeared in RCC_CSR (cleared at the start), and UnInit locked CR.
-A reset of the target (DHCSR.S_RESET_ST, a new RCC_CSR flag, a lockup, the core halted outside the stub) is
-raised as `TargetResetError`; a lost probe as `LinkLostError`; a failure the stub reports as
-`StreamCommandError` (an `f4load.errors.StubError` that also names the host's operation); these errors live in
-f4load.stub_call, with the entry-point calls and the probe access. Whatever breaks a stream (also Ctrl-C or an
-exception of the progress callback), the host halts the core and locks FLASH_CR before the exception leaves
-(`StubCall.abandon`; the stub's UnInit after a failure the stub reported itself).
+Truthfulness: a batch counts as done only when the stub said STOPPED for the STOP command, the core halted at
+the halt word with Run's result 0 (the call block marked "returned" by Call), no reset flag appeared in RCC_CSR
+(cleared at the start), and FLASH_CR reads locked. A reset of the target (DHCSR.S_RESET_ST, a new RCC_CSR flag,
+a lockup, the core halted outside the stub) is raised as `TargetResetError`; a lost probe as `LinkLostError`;
+a failure the stub reports as `StreamCommandError` (an `f4load.errors.StubError` that also names the host's
+operation); these errors live in f4load.stub_call, with the entry-point calls and the probe access. Whatever
+breaks a stream (also Ctrl-C or an exception of the progress callback), the host halts the core and locks
+FLASH_CR before the exception leaves (`StubCall.abandon`; Run's own UnInit after a failure the stub reported
+itself); an exception of the caller's own while a batch is open stops the stub after its current command.
 """
 from __future__ import annotations
 
