@@ -10,12 +10,14 @@
  *   stub already works on the commands queued behind it;
  * - on a failure the error record is copied into the queue and the code into the slot before status says
  *   FAILED, so a host that sees FAILED finds everything it needs without halting the core;
- * - while the queue is empty the stub polls host_seq from RAM only (no bus traffic to the flash interface)
- *   and refreshes the IWDG between polls; every flash wait refreshes it too (timing.c, flash_ops.c).
+ * - while the queue is empty the stub polls the next slot's seq from RAM only (no bus traffic to the flash
+ *   interface) and refreshes the IWDG between polls; every flash wait refreshes it too (timing.c, flash_ops.c).
+ * - the slot's seq word is the publication: the host writes the slot in one transfer with seq last, so a
+ *   command costs the host one probe command besides its data.
  */
 #include "stub.h"
 
-/* Polls of host_seq between two IWDG refreshes while the queue is empty: a few cycles each, well under 1 ms. */
+/* Polls of a slot's seq between two IWDG refreshes while the queue is empty: a few cycles each, well under 1 ms. */
 #define IDLE_POLLS_PER_REFRESH  256u
 
 typedef volatile struct f4load_queue queue_t;
@@ -28,20 +30,21 @@ static inline void publish_barrier(void)
 }
 
 /*
- * The mirror of publish_barrier: once host_seq is seen to move, the slot and its buffer are read only after
- * it, never from before (ARMv7-M A3.7.3 lets the core reorder the loads otherwise). The host wrote them first.
+ * The mirror of publish_barrier: once a slot's seq is seen, the slot's other words and its buffer are read only
+ * after it, never from before (ARMv7-M A3.7.3 lets the core reorder the loads otherwise). The host wrote them
+ * first.
  */
 static inline void acquire_barrier(void)
 {
     __asm volatile("dmb" ::: "memory");
 }
 
-/* Wait until the host publishes a command after `done` (host_seq moves). */
-static void wait_for_host(queue_t *q, uint32_t done)
+/* Wait until the host publishes command `seq` (its slot's seq word). */
+static void wait_for_host(command_t *cmd, uint32_t seq)
 {
-    while (q->host_seq == done) {
+    while (cmd->seq != seq) {
         watchdog_refresh();
-        for (uint32_t n = IDLE_POLLS_PER_REFRESH; n != 0u && q->host_seq == done; n--) {
+        for (uint32_t n = IDLE_POLLS_PER_REFRESH; n != 0u && cmd->seq != seq; n--) {
         }
     }
 }
@@ -137,30 +140,33 @@ F4LOAD_EXPORT uint32_t Stream(uint32_t queue, uint32_t buffers, uint32_t count)
     }
     q->crc_check = crc_unit_words((uint32_t)&q->check_words[0], 4u);  /* the host's known-answer check */
     uint32_t done = q->stub_seq;
+    /* The slots of later commands may hold anything (an earlier batch, an application): their seq is cleared
+       before status first changes, and the host publishes into them only after it has seen that change. */
+    for (uint32_t n = q->queued + 1u; n <= done + F4LOAD_QUEUE_SLOTS; n++) {
+        q->slots[n % F4LOAD_QUEUE_SLOTS].seq = 0u;
+    }
+    publish_barrier();
     uint32_t op = F4LOAD_CMD_NONE;
     while (!r && op != F4LOAD_CMD_STOP) {
-        if (q->host_seq == done) {
+        uint32_t seq = done + 1u;
+        command_t *cmd = &q->slots[seq % F4LOAD_QUEUE_SLOTS];
+        if (cmd->seq != seq) {
             q->status = F4LOAD_STATUS_WAITING;
-            wait_for_host(q, done);
+            wait_for_host(cmd, seq);
         }
         acquire_barrier();
         q->status = F4LOAD_STATUS_WORKING;
-        uint32_t seq = done + 1u;
-        command_t *cmd = &q->slots[seq % F4LOAD_QUEUE_SLOTS];
         uint32_t value = 0u;
-        if (cmd->seq != seq) {
-            /* The host published host_seq without this slot: running whatever is there could erase the wrong
-               sector. */
-            op = F4LOAD_CMD_NONE;
-            r = stub_fail(F4LOAD_KIND_BAD_ARGUMENT, F4LOAD_OP_STREAM, F4LOAD_SECTOR_NONE, F4LOAD_ARG_BAD_QUEUE,
-                          (uint32_t)&cmd->seq, 0u);
-        } else {
-            op = cmd->op;
-            r = run_command(cmd, op, buffers, count, &value);
-        }
+        op = cmd->op;
+        r = run_command(cmd, op, buffers, count, &value);
         cmd->value = value;
         cmd->result = r;
         if (!r) {
+            if (op == F4LOAD_CMD_CRC) {
+                q->crc_value = value;
+                publish_barrier();
+                q->crc_seq = seq;
+            }
             /* Publish first, then look at the next command: the host can refill this slot and its buffer
                while the next one runs. */
             publish_barrier();

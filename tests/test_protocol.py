@@ -60,8 +60,8 @@ def test_queue_has_the_declared_number_of_slots_and_ends_with_an_error_record():
     fields = dict(ffi.typeof("struct f4load_queue").fields)
     slots = fields["slots"].type.length
     assert slots == const("F4LOAD_QUEUE_SLOTS")
-    # magic, host_seq, stub_seq, status, crc_check, 4 check words; the slots; the error record last
-    assert fields["slots"].offset == 36 and fields["error"].offset == 36 + slots * ffi.sizeof("struct f4load_command")
+    # magic, queued, stub_seq, status, crc_check, crc_seq, crc_value, 4 check words; the slots; the error record
+    assert fields["slots"].offset == 44 and fields["error"].offset == 44 + slots * ffi.sizeof("struct f4load_command")
     assert ffi.sizeof("struct f4load_queue") == fields["error"].offset + 44
 
 

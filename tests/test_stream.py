@@ -16,6 +16,7 @@ from f4load.part import FLASH_START, KB, sectors_for
 from f4load.sim import faults
 from f4load.sim.clock import PS_PER_MS
 from f4load.stream import (
+    COMMAND_SIZE,
     OFFSET_SLOTS,
     Crc,
     EraseSector,
@@ -29,7 +30,6 @@ from f4load.stream import (
 from f4load.stub_image import StubImage
 
 STUB = StubImage.shipped()
-OFFSET_SLOTS_1 = OFFSET_SLOTS + protocol.ffi.sizeof("struct f4load_command")  # slot of command 1
 SECTORS = sectors_for(512 * KB)
 BUFFER = protocol.const("F4LOAD_BUFFER_SIZE")
 FLOOR_512K_S = 6.65  # erase sectors 0-7 + program 512 KB at x32, DS8626 typical (the digest)
@@ -224,46 +224,56 @@ class _BareStub:
         return int.from_bytes(self.chip.bus_read_block(self.layout.queue_address + offset, 4), "little")
 
     @staticmethod
-    def queue(host_seq: int = 0, slots: Sequence[Tuple[int, int, int]] = ()) -> bytearray:
-        """A queue image: magic, host_seq, and (seq, op, address) slots."""
-        from f4load.stream import OFFSET_HOST_SEQ, OFFSET_SLOTS, QUEUE_SIZE
+    def queue(queued: int = 0, slots: Sequence[Tuple[int, int, int]] = ()) -> bytearray:
+        """A queue image: magic, `queued`, and (seq, op, address) slots."""
+        from f4load.stream import OFFSET_QUEUED, QUEUE_SIZE
 
         queue = bytearray(QUEUE_SIZE)
         queue[0:4] = protocol.const("F4LOAD_QUEUE_MAGIC").to_bytes(4, "little")
-        queue[OFFSET_HOST_SEQ:OFFSET_HOST_SEQ + 4] = host_seq.to_bytes(4, "little")
-        size = protocol.ffi.sizeof("struct f4load_command")
+        queue[OFFSET_QUEUED:OFFSET_QUEUED + 4] = queued.to_bytes(4, "little")
         for seq, op, address in slots:
-            at = OFFSET_SLOTS + (seq % protocol.const("F4LOAD_QUEUE_SLOTS")) * size
-            queue[at:at + 20] = struct.pack("<5I", op, address, 0, 0, seq)
+            at = _slot_offset(seq)
+            queue[at:at + COMMAND_SIZE] = _slot(seq, op, address)
         return queue
 
 
-def test_stub_refuses_a_published_slot_that_does_not_hold_the_expected_command():
-    """host_seq says command 1 is there, but slot 1 still holds something else (seq 0). Running it could
-    erase the wrong sector; the stub must stop with BAD_QUEUE instead."""
-    from f4load.stream import CMD_ERASE_SECTOR, OFFSET_STATUS
+def _slot_offset(seq: int) -> int:
+    return OFFSET_SLOTS + (seq % protocol.const("F4LOAD_QUEUE_SLOTS")) * COMMAND_SIZE
+
+
+def _slot(seq: int, op: int, address: int) -> bytes:
+    """A whole slot as the host writes it: op, address, size 0, buffer 0, result and value 0, seq last."""
+    return struct.pack("<7I", op, address, 0, 0, 0, 0, seq)
+
+
+def test_a_slot_left_from_before_is_never_run_as_a_published_command():
+    """RAM from an earlier batch or an application: slot 1 holds an erase of sector 0 numbered 1, but the queue
+    says no command came with it (queued = 0). Stream clears the seq of such slots before it first sets its
+    status, so it waits instead of erasing; a command the host then publishes runs."""
+    from f4load.stream import CMD_ERASE_SECTOR, CMD_STOP, OFFSET_SEQ, OFFSET_STATUS, OFFSET_STUB_SEQ
 
     stub = _BareStub()
     assert stub.call("Init", FLASH_START, 0, 2) == 0
     stub.chip.load(FLASH_START, b"\x00" * 16)  # sector 0 is not blank: an erase would be visible
-    queue = stub.queue(host_seq=1, slots=[(1, CMD_ERASE_SECTOR, FLASH_START)])
-    queue[OFFSET_SLOTS_1 + 16:OFFSET_SLOTS_1 + 20] = struct.pack("<I", 0)  # stale: the slot's seq says 0
-    stub.start_stream(bytes(queue))
-    assert stub.chip.run_until_halted(100 * PS_PER_MS)
-
-    result = protocol.ResultCode.decode(stub.chip.read_core_register(0))
-    assert (result.kind, result.op, result.detail) == (
-        protocol.const("F4LOAD_KIND_BAD_ARGUMENT"), protocol.const("F4LOAD_OP_STREAM"),
-        protocol.const("F4LOAD_ARG_BAD_QUEUE"))
-    assert stub.queue_word(OFFSET_STATUS) == protocol.const("F4LOAD_STATUS_FAILED")
+    stub.start_stream(bytes(stub.queue(queued=0, slots=[(1, CMD_ERASE_SECTOR, FLASH_START)])))
+    stub.chip.advance(10 * PS_PER_MS)
+    assert not stub.chip.halted
+    assert stub.queue_word(OFFSET_STATUS) == protocol.const("F4LOAD_STATUS_WAITING")
+    assert stub.queue_word(_slot_offset(1) + OFFSET_SEQ) == 0
     assert stub.chip.bus_read_block(FLASH_START, 16) == b"\x00" * 16  # not erased
+
+    stub.chip.bus_write_block(stub.layout.queue_address + _slot_offset(1), _slot(1, CMD_STOP, 0))
+    assert stub.chip.run_until_halted(10 * PS_PER_MS)
+    assert stub.chip.read_core_register(0) == 0
+    assert stub.queue_word(OFFSET_STUB_SEQ) == 1
+    assert stub.chip.bus_read_block(FLASH_START, 16) == b"\x00" * 16
 
 
 def test_idle_stub_waits_through_the_application_watchdog_and_answers_later():
     """An empty queue for far longer than the application's 5 ms IWDG period: the stub waits (status WAITING)
     without a watchdog reset (Init stretched the IWDG, the idle loop refreshes it) and still runs a command
-    published 100 ms later."""
-    from f4load.stream import CMD_STOP, OFFSET_HOST_SEQ, OFFSET_STATUS, OFFSET_STUB_SEQ
+    published 100 ms later (its slot, written in one transfer with the seq word last)."""
+    from f4load.stream import CMD_STOP, OFFSET_STATUS, OFFSET_STUB_SEQ
 
     stub = _BareStub("iwdg=5ms")
     assert stub.call("Init", FLASH_START, 0, 2) == 0
@@ -272,10 +282,7 @@ def test_idle_stub_waits_through_the_application_watchdog_and_answers_later():
     assert not stub.chip.halted and not stub.chip.resets.get("iwdg")
     assert stub.queue_word(OFFSET_STATUS) == protocol.const("F4LOAD_STATUS_WAITING")
 
-    stop = stub.queue(host_seq=1, slots=[(1, CMD_STOP, 0)])
-    address = stub.layout.queue_address
-    stub.chip.bus_write_block(address + OFFSET_SLOTS_1, bytes(stop[OFFSET_SLOTS_1:OFFSET_SLOTS_1 + 20]))
-    stub.chip.bus_write_block(address + OFFSET_HOST_SEQ, (1).to_bytes(4, "little"))
+    stub.chip.bus_write_block(stub.layout.queue_address + _slot_offset(1), _slot(1, CMD_STOP, 0))
     assert stub.chip.run_until_halted(10 * PS_PER_MS)
     assert stub.chip.read_core_register(0) == 0
     assert stub.queue_word(OFFSET_STUB_SEQ) == 1

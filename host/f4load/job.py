@@ -49,10 +49,11 @@ UPLOAD_BUFFERS = 3
 # Copies read out between two polls of the stream (8 KB each at most: about 28 ms of SWD at 4 MHz).
 READS_PER_POLL = 3
 # When a job starts with programming (a blank sector: no erase first), its first uploads go in pieces of
-# SMALL_UPLOAD: the flash starts after 4 KB have crossed the link, not 8 KB, and the last piece programmed after
-# the link is done is short too. The link (4 MHz SWD) is only slightly faster than the flash (16 us a word), so
-# small pieces for longer than SMALL_UPLOADS_BYTES would make the link, with its per-command cost, the bottleneck.
-SMALL_UPLOAD = 4096
+# SMALL_UPLOAD, a third of a buffer: the flash starts after 2.7 KB have crossed the link, not 8 KB, and the last
+# piece programmed after the link is done is short too. The link (4 MHz SWD: 3.5 ms a KB, and 2 ms of probe
+# commands a piece) is only slightly faster than the flash (4.1 ms a KB), so small pieces for longer than
+# SMALL_UPLOADS_BYTES would make the link, with its per-command cost, the bottleneck.
+SMALL_UPLOAD = 2736
 SMALL_UPLOADS_BYTES = 16384
 
 ReadFlash = Callable[[int, int], bytes]

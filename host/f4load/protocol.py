@@ -156,8 +156,7 @@ _ARG_TEXT = {
     "NOT_SECTOR_START": "EraseSector needs the first address of a sector",
     "ALIGNMENT": "Crc needs a word-aligned address and size",
     "WRAPS": "address + size wraps around the 32-bit address space",
-    "BAD_QUEUE": "the stream queue is not valid (no magic word, or a slot that does not hold the command the "
-                 "stub expects next)",
+    "BAD_QUEUE": "the stream queue is not valid (no magic word)",
     "BAD_COMMAND": "the stream queue holds an unknown command",
     "BAD_BUFFER": "the command names a buffer that does not exist, or more data than a buffer holds",
 }

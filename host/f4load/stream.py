@@ -3,12 +3,13 @@
 pyocd drives a flash algorithm one page at a time: halt, load registers, resume, poll, read r0 - a dozen probe
 round trips per page, about 1 ms each on an ST-Link. Here the stub's `Stream()` entry point stays running and
 serves a ring of commands in RAM (protocol: stub/f4load_protocol.h, "Streaming"; docs/stub.md), and the host
-only writes memory and polls three words:
+only writes memory and polls five words:
 
     host                                          stub (Stream, running)
-    data -> buffer b, slots n.., host_seq = n --->  sees host_seq > stub_seq, runs slot n (erase/program/...)
+    data -> buffer b, then slot n (seq last) ---> sees slot n's seq = n, runs it (erase/program/...)
     ... fills the next buffers meanwhile ...      writes slot.result/value, then stub_seq = n (slot and buffer
-    polls (stub_seq, status, crc_check)     <---  are the host's again), then looks at n + 1
+    polls (stub_seq, status, crc_check,     <---  are the host's again), then looks at n + 1
+           crc_seq, crc_value)
 
 The host never halts the core between buffers. With the 15 x 8 KB buffers of SRAM (and 8 more in CCM RAM for
 the stub's own copies) it fills about 120 KB while the first sectors erase, and keeps ahead of the programming
@@ -105,19 +106,24 @@ STATUS_NAMES = {const(f"F4LOAD_STATUS_{n}"): n for n in ("IDLE", "WAITING", "WOR
 
 # Byte offsets inside struct f4load_queue / struct f4load_command, from the header through cffi.
 QUEUE_SIZE = ffi.sizeof("struct f4load_queue")
-OFFSET_HOST_SEQ = ffi.offsetof("struct f4load_queue", "host_seq")
+OFFSET_QUEUED = ffi.offsetof("struct f4load_queue", "queued")
 OFFSET_STUB_SEQ = ffi.offsetof("struct f4load_queue", "stub_seq")
 OFFSET_STATUS = ffi.offsetof("struct f4load_queue", "status")
 OFFSET_SLOTS = ffi.offsetof("struct f4load_queue", "slots")
 OFFSET_ERROR = ffi.offsetof("struct f4load_queue", "error")
 OFFSET_CHECK_WORDS = ffi.offsetof("struct f4load_queue", "check_words")
 OFFSET_CRC_CHECK = ffi.offsetof("struct f4load_queue", "crc_check")
+OFFSET_CRC_SEQ = ffi.offsetof("struct f4load_queue", "crc_seq")
 COMMAND_SIZE = ffi.sizeof("struct f4load_command")
 OFFSET_RESULT = ffi.offsetof("struct f4load_command", "result")
-# The host writes a slot's first five words (op, address, size, buffer, seq), and zeros for result/value.
-assert ffi.offsetof("struct f4load_command", "seq") == 16 and OFFSET_RESULT == 20 and COMMAND_SIZE == 28
-# One three-word read polls stub_seq, status and the CRC unit's known answer.
+OFFSET_SEQ = ffi.offsetof("struct f4load_command", "seq")
+# A slot is written whole in one transfer (op, address, size, buffer, result = value = 0), its seq word last:
+# that word publishes the command.
+assert OFFSET_RESULT == 16 and OFFSET_SEQ == 24 and COMMAND_SIZE == 28
+# One five-word read polls stub_seq, status, the CRC unit's known answer, and the last CRC (seq, value).
 assert OFFSET_STATUS == OFFSET_STUB_SEQ + 4 and OFFSET_CRC_CHECK == OFFSET_STATUS + 4
+assert OFFSET_CRC_SEQ == OFFSET_CRC_CHECK + 4 and ffi.offsetof("struct f4load_queue", "crc_value") == OFFSET_CRC_SEQ + 4
+POLL_WORDS = 5
 
 # How long the host waits before it gives up on the stub: never before the stub gives up itself, so that a
 # stuck flash is reported by the stub (BSY_TIMEOUT, with its error record) and not as "no progress".
@@ -345,7 +351,10 @@ class _Stream(StubCall):
         self.report = StreamReport()
         # pipeline state
         self.commands: List[_Command] = []
-        self.published = 0   # host_seq
+        self.published = 0   # the last command whose slot holds its seq
+        self.queued = 0      # commands 1..queued went with the queue, before Stream started
+        self.started = False  # a poll has seen status != IDLE: Stream cleared the other slots' seq
+        self.last_crc = 0    # the last CRC command published (the polled crc_seq/crc_value are final up to it)
         self.done = 0        # stub_seq as last read
         self.buffer_free_after = [0] * len(self.buffers)  # buffer b is free once stub_seq >= this
         self.next_buffer = 0  # the next SRAM buffer for a Program without a buffer of its own
@@ -388,14 +397,17 @@ class _Stream(StubCall):
         return self.queue + OFFSET_SLOTS + (seq % SLOTS) * COMMAND_SIZE
 
     @staticmethod
-    def _slot_words(command: _Command, seq: int) -> List[int]:
-        return [command.op, command.address, command.size, command.buffer or 0, seq]
+    def _slot_words(op: int, address: int, size: int, buffer: Optional[int], seq: int) -> List[int]:
+        """A whole slot: result and value cleared (the host has read those of the slot's previous command
+        already), seq last."""
+        return [op, address, size, buffer or 0, 0, 0, seq]
 
     def _can_publish(self, command: _Command, seq: int) -> bool:
-        """Command `seq` can be published now: its slot is free and, when it uploads data, so is its buffer.
-        (A command the stub itself fills or reads a buffer with needs no wait: the stub runs commands in
-        order, so the buffer's earlier commands are done by the time it runs.)"""
-        if seq - self.done > SLOTS:  # the slot still holds command seq - SLOTS, not yet done
+        """Command `seq` can be published now: Stream has started (it clears the slots' seq first), its slot
+        is free and, when it uploads data, so is its buffer. (A command the stub itself fills or reads a buffer
+        with needs no wait: the stub runs commands in order, so the buffer's earlier commands are done by the
+        time it runs.)"""
+        if not self.started or seq - self.done > SLOTS:  # the slot still holds command seq - SLOTS, not yet done
             return False
         if command.uploads:
             buffer = self.next_buffer if command.buffer is None else command.buffer
@@ -417,9 +429,9 @@ class _Stream(StubCall):
         return self.buffers[buffer] + address % BUFFER_SIZE
 
     def _publish_next(self) -> bool:
-        """Publish the commands that can go now. Commands without data are published together (one slot write
-        each, one host_seq write); a command with data to upload is published alone right after its data, so
-        the stub can start it while the next buffer is filled. False if nothing could be published."""
+        """Publish the commands that can go now. Commands without data are published together (their slots in
+        one write); a command with data to upload is published alone right after its data, so the stub can
+        start it while the next buffer is filled. False if nothing could be published."""
         seq = self.published + 1
         if seq > len(self.commands):
             return False
@@ -441,27 +453,28 @@ class _Stream(StubCall):
         if any(first <= unread + SLOTS <= seq for unread in self.unread_crcs):
             self._read_crcs()  # their slots are about to take new commands
         self._write_slots(first, seq)
-        self.write32(self.queue + OFFSET_HOST_SEQ, seq)
         self.published = seq
         return True
 
     def _write_slots(self, first: int, last: int) -> None:
-        """Commands first..last into their slots: one transfer per run of adjacent slots (two when they wrap
-        around the ring). Whole slots: result and value cleared too (the stub writes them when it has run the
-        command; the host has read those of the slot's previous command already)."""
+        """Publish commands first..last: their slots, one transfer per run of adjacent slots (two when they wrap
+        around the ring), written in address order, so each slot's seq lands after its other words."""
         run: List[int] = []
         start = first
         for seq in range(first, last + 1):
             if run and seq % SLOTS == 0:
                 self.write_words(self._slot_address(start), run)
                 run, start = [], seq
-            run += self._slot_words(self.commands[seq - 1], seq) + [0, 0]
+            command = self.commands[seq - 1]
+            run += self._slot_words(command.op, command.address, command.size, command.buffer, seq)
+            if command.op == CMD_CRC:
+                self.last_crc = seq
         self.write_words(self._slot_address(start), run)
 
     def _initial_queue(self) -> List[int]:
         """The queue as written before Stream starts: magic, the leading commands without data to upload (the
-        CRCs, erases), host_seq covering them, the words for the CRC unit's check. The stub starts on them the
-        moment it runs."""
+        CRCs, erases) in their slots and `queued` covering them, the words for the CRC unit's check. The stub
+        starts on them the moment it runs (and clears the seq of the other slots)."""
         from f4load.crc import KNOWN_ANSWER_WORDS
 
         words = [0] * (QUEUE_SIZE // 4)
@@ -473,12 +486,15 @@ class _Stream(StubCall):
             if command.buffer is not None:
                 self.buffer_free_after[command.buffer] = seq
             at = (OFFSET_SLOTS + (seq % SLOTS) * COMMAND_SIZE) // 4
-            words[at:at + 5] = self._slot_words(command, seq)
-        words[OFFSET_HOST_SEQ // 4] = seq
+            words[at:at + COMMAND_SIZE // 4] = self._slot_words(command.op, command.address, command.size,
+                                                                command.buffer, seq)
+            if command.op == CMD_CRC:
+                self.last_crc = seq
+        words[OFFSET_QUEUED // 4] = seq
         words[OFFSET_STATUS // 4] = STATUS_IDLE
         at = OFFSET_CHECK_WORDS // 4
         words[at:at + len(KNOWN_ANSWER_WORDS)] = KNOWN_ANSWER_WORDS
-        self.published = seq
+        self.published = self.queued = seq
         # Up to the last slot used (slot 0, unused, included): the rest of the ring is written before use.
         return words[:(OFFSET_SLOTS + (seq + 1) * COMMAND_SIZE) // 4]
 
@@ -504,6 +520,21 @@ class _Stream(StubCall):
                 out[seq] = words[at + 1]
         return out
 
+    def _poll(self) -> Tuple[int, int]:
+        """(stub_seq, status), from one read that also brings the CRC unit's answer (kept once Stream has
+        started: status no longer IDLE, the slots' seq cleared, commands may be published) and the last CRC
+        done: its value is kept when no later CRC was published, the stub cannot change it any more."""
+        stub_seq, status, crc_check, crc_seq, crc_value = self.read_words(self.queue + OFFSET_STUB_SEQ, POLL_WORDS)
+        self.report.polls += 1
+        if status != STATUS_IDLE:
+            self.started = True
+            if self.crc_check is None:
+                self.crc_check = crc_check
+        if crc_seq and crc_seq == self.last_crc and crc_seq not in self.crc_results:
+            self.crc_results[crc_seq] = crc_value
+            self.unread_crcs.discard(crc_seq)
+        return stub_seq, status
+
     def read_crc_check(self) -> int:
         """The CRC unit's answer to the known words, as Stream computed it when it started (taken from the
         polls; one read if none has seen the stub started yet)."""
@@ -518,15 +549,11 @@ class _Stream(StubCall):
         return self.crc_results[seq]
 
     def _read_crcs(self) -> None:
-        """Read the values of the completed CRC commands not read yet, in as few transfers as their slots allow
-        (they are read before a slot is reused, when the caller asks, and at the end)."""
+        """Read the values of the completed CRC commands not known yet (from a poll) in as few transfers as
+        their slots allow (they are read before a slot is reused, when the caller asks, and at the end)."""
         if not self.unread_crcs:
             return
-        values = self._crc_values(min(self.unread_crcs), max(self.unread_crcs))
-        for seq in sorted(self.unread_crcs):
-            command = self.commands[seq - 1]
-            self.crc_results[seq] = values[seq]
-            self.report.crcs.append(CrcResult(command.address, command.size, values[seq]))
+        self.crc_results.update(self._crc_values(min(self.unread_crcs), max(self.unread_crcs)))
         self.unread_crcs.clear()
 
     def _on_progress(self, stub_seq: int) -> None:
@@ -546,7 +573,7 @@ class _Stream(StubCall):
                 self.report.sectors_erased += len(part.sectors_for(size))
             elif command.op == CMD_PROGRAM:
                 self.report.bytes_programmed += command.size
-            elif command.op == CMD_CRC:
+            elif command.op == CMD_CRC and seq not in self.crc_results:
                 self.unread_crcs.add(seq)
             elif command.op == CMD_COPY:
                 self.report.bytes_copied += command.size
@@ -584,10 +611,7 @@ class _Stream(StubCall):
                 pass
             if until is not None and until():
                 return
-            stub_seq, status, crc_check = self.read_words(self.queue + OFFSET_STUB_SEQ, 3)
-            self.report.polls += 1
-            if self.crc_check is None and status != STATUS_IDLE:
-                self.crc_check = crc_check
+            stub_seq, status = self._poll()
             if status == STATUS_FAILED:
                 if stub_seq > self.done:
                     self._on_progress(stub_seq)
@@ -657,14 +681,12 @@ class _Stream(StubCall):
         stop_published = self.published >= len(self.commands) and self.commands[-1].op == CMD_STOP
         idle = 0
         while True:
-            stub_seq, status = self.read_words(self.queue + OFFSET_STUB_SEQ, 2)
+            stub_seq, status = self._poll()
             if status in (STATUS_STOPPED, STATUS_FAILED):
                 break
-            if not stop_published and self.published + 1 - stub_seq <= SLOTS:
-                seq = self.published + 1
-                self.write_words(self._slot_address(seq), [CMD_STOP, 0, 0, 0, seq])
-                self.write32(self.queue + OFFSET_HOST_SEQ, seq)
-                self.published, stop_published = seq, True
+            if not stop_published and self.started and self.published + 1 - stub_seq <= SLOTS:
+                self._publish_stop()
+                stop_published = True
                 continue
             idle += 1
             self._check_alive(idle)
@@ -705,17 +727,18 @@ class _Stream(StubCall):
     def _stub_record(self) -> Optional[Tuple[int, int]]:
         """(stub_seq, status) as the stub left them in its queue, when they can be trusted after a reset. SRAM
         keeps its contents through a reset, but an application that ran since may have overwritten it, so the
-        record must be consistent with what the host published: the magic, host_seq, stub_seq between the last
+        record must be consistent with what the host published: the magic, `queued`, stub_seq between the last
         progress seen and the last command published, and for WORKING the slot of the next command holding
         that command's number and address. None otherwise (or when the probe cannot read it)."""
         try:
-            magic, host_seq, stub_seq, status = self.read_words(self.queue, 4)
-            if magic != const("F4LOAD_QUEUE_MAGIC") or host_seq != self.published:
+            magic, queued, stub_seq, status = self.read_words(self.queue, 4)
+            if magic != const("F4LOAD_QUEUE_MAGIC") or queued != self.queued:
                 return None
             if not self.done <= stub_seq <= self.published or status not in STATUS_NAMES:
                 return None
             if status == const("F4LOAD_STATUS_WORKING") and stub_seq < len(self.commands):
-                _op, address, _size, _buffer, seq = self.read_words(self._slot_address(stub_seq + 1), 5)
+                _op, address, _size, _buffer, _result, _value, seq = self.read_words(
+                    self._slot_address(stub_seq + 1), COMMAND_SIZE // 4)
                 if seq != stub_seq + 1 or address != self.commands[stub_seq].address:
                     return None
         except StreamError:
@@ -765,25 +788,31 @@ class _Stream(StubCall):
 
     def stop_after_current(self) -> None:
         """Stop the stub after the command it is running: every published command not yet done becomes STOP
-        (only the op word: the stub reads it once, when it starts a command), or one STOP is published; then
-        wait for Run to return (UnInit, FLASH_CR locked)."""
+        (only the op word: the stub reads it once, when it starts a command) and one STOP is published behind
+        them; then wait for Run to return (UnInit, FLASH_CR locked)."""
         for seq in range(self.done + 1, self.published + 1):
             self.write32(self._slot_address(seq), CMD_STOP)
-        if self.published == self.done:
-            seq = self.published + 1
-            self.write_words(self._slot_address(seq), [CMD_STOP, 0, 0, 0, seq])
-            self.write32(self.queue + OFFSET_HOST_SEQ, seq)
-            self.published = seq
+        stop_published = False
         deadline = self.now() + INTERRUPT_GRACE_S
         while True:
-            _seq, status = self.read_words(self.queue + OFFSET_STUB_SEQ, 2)
+            stub_seq, status = self._poll()
             if status in (STATUS_STOPPED, STATUS_FAILED):
                 break
+            if not stop_published and self.started and self.published + 1 - stub_seq <= SLOTS:
+                self._publish_stop()  # behind the published commands, in case the stub got past them all
+                stop_published = True
+                continue
             if self.now() > deadline:
                 raise StreamError(f"the stub did not stop within {INTERRUPT_GRACE_S:g} s", self.current)
             self._check_alive(1)
         self._wait_halted("Run", RETURN_TIMEOUT_S)
         self.loaded = False
+
+    def _publish_stop(self) -> None:
+        """Publish one STOP after the last published command (its slot free, Stream started)."""
+        seq = self.published + 1
+        self.write_words(self._slot_address(seq), self._slot_words(CMD_STOP, 0, 0, None, seq))
+        self.published = seq
 
     def _lock_after_failure(self, error: StreamCommandError) -> None:
         """The stub reported a failure: Run calls UnInit (FLASH_CR locked again) and returns to the halt word.
@@ -841,7 +870,8 @@ class _Stream(StubCall):
         assert self.loaded, "load() first"
         self._batch_started = self.now()
         self.commands = expand(operations, stop=False)
-        self.published = self.done = 0
+        self.published = self.queued = self.done = self.last_crc = 0
+        self.started = False
         self.buffer_free_after = [0] * len(self.buffers)
         self.next_buffer = 0
         self.crc_check = None
@@ -881,6 +911,8 @@ class _Stream(StubCall):
         def rest() -> None:
             self._pump()
             self._read_crcs()
+            self.report.crcs = [CrcResult(self.commands[seq - 1].address, self.commands[seq - 1].size, value)
+                                for seq, value in sorted(self.crc_results.items())]
             code = self._wait_halted("Run", RETURN_TIMEOUT_S)
             if code:
                 self._fail_after_return(code)

@@ -139,8 +139,7 @@
 #define F4LOAD_ARG_ALIGNMENT        3   /* Crc needs word-aligned address and size, ZlibCrc a word-aligned
                                            address, a stream COPY multiples of 32 bytes */
 #define F4LOAD_ARG_WRAPS            4   /* adr + sz wraps around the 32-bit address space */
-#define F4LOAD_ARG_BAD_QUEUE        5   /* Stream: the queue has no F4LOAD_QUEUE_MAGIC, or a slot's seq is not
-                                           the command the stub expects */
+#define F4LOAD_ARG_BAD_QUEUE        5   /* Stream: the queue has no F4LOAD_QUEUE_MAGIC */
 #define F4LOAD_ARG_BAD_COMMAND      6   /* Stream: unknown F4LOAD_CMD_* */
 #define F4LOAD_ARG_BAD_BUFFER       7   /* Stream: buffer index >= count, or size > F4LOAD_BUFFER_SIZE */
 
@@ -244,15 +243,21 @@ struct f4load_zlib_crc {
  * code of the command that failed.
  *
  * Sequence numbers: commands are numbered 1, 2, 3, ...; command n lives in slots[n % F4LOAD_QUEUE_SLOTS].
- *   host: write the data into a free buffer, write the slot (op, address, size, buffer, seq = n), then
- *         host_seq = n. Several slots may be published with one host_seq write.
- *   stub: while host_seq == stub_seq it polls (status WAITING, IWDG refreshed). For command n = stub_seq + 1
- *         (status WORKING) it checks slot.seq == n, runs it, writes slot.result and slot.value, and only then
- *         stub_seq = n. A slot and its buffer belong to the host again once stub_seq >= their command.
+ *   host: write the data into a free buffer, then the slot in one transfer (op, address, size, buffer,
+ *         result = value = 0, and seq = n last: the seq word publishes the command). Adjacent slots go in one
+ *         transfer. Before Stream starts, the queue itself may carry commands 1..queued (`queued`); the host
+ *         publishes any later command only once a poll has shown status != IDLE.
+ *   stub: when Stream starts it clears the seq of every slot that does not hold one of commands 1..queued
+ *         (whatever an earlier batch or an application left there cannot pass for a published command), then
+ *         sets status. For command n = stub_seq + 1 it polls until slot.seq == n (status WAITING, IWDG
+ *         refreshed), runs it (status WORKING), writes slot.result and slot.value, and only then stub_seq = n.
+ *         A slot and its buffer belong to the host again once stub_seq >= their command.
  *   failure: the record goes to `error`, the code to slot.result, then status = FAILED; stub_seq stays at
  *         the last command that succeeded (so the failed one is stub_seq + 1) and Stream returns the code.
  *   STOP: stub_seq = n, status = STOPPED, Stream returns 0 (the core halts at the halt word).
- * The host polls stub_seq and status (two adjacent words, one probe command).
+ * The host polls stub_seq, status, crc_check, crc_seq and crc_value (adjacent words, one probe command): a CRC
+ * command also leaves its value in crc_value and then its number in crc_seq, so the CRC the host waits for
+ * usually comes with the poll that shows it done (the host trusts it when no later CRC was published).
  * Buffers mirror 8 KB blocks of flash: the data for (or from) flash address a lies at offset a % 8 KB of the
  * buffer, so a command's range must lie in one 8 KB-aligned block. Buffer index i < count is buffers + i * 8 KB,
  * count <= i < count + F4LOAD_CCM_BUFFER_COUNT is CCM RAM (F4LOAD_CCM_BUFFER_BASE + (i - count) * 8 KB).
@@ -274,7 +279,7 @@ struct f4load_zlib_crc {
                                            one 8 KB block) */
 
 #define F4LOAD_STATUS_IDLE          0   /* written by the host before Stream starts */
-#define F4LOAD_STATUS_WAITING       1   /* all published commands done, polling host_seq */
+#define F4LOAD_STATUS_WAITING       1   /* all published commands done, polling the next slot's seq */
 #define F4LOAD_STATUS_WORKING       2   /* running command stub_seq + 1 */
 #define F4LOAD_STATUS_STOPPED       3   /* STOP done, Stream returned 0 */
 #define F4LOAD_STATUS_FAILED        4   /* command stub_seq + 1 failed; `error` holds the record */
@@ -284,18 +289,20 @@ struct f4load_command {
     uint32_t address;
     uint32_t size;
     uint32_t buffer;        /* PROGRAM, COPY: index of the buffer holding the data */
-    uint32_t seq;           /* the host's sequence number for this command */
     uint32_t result;        /* written by the stub: 0 or a result code */
     uint32_t value;         /* written by the stub: CRC for F4LOAD_CMD_CRC */
+    uint32_t seq;           /* the host's sequence number for this command, written last: it publishes it */
 };
 
 struct f4load_queue {
     uint32_t magic;         /* F4LOAD_QUEUE_MAGIC, written by the host */
-    uint32_t host_seq;      /* last command published by the host */
+    uint32_t queued;        /* written by the host: commands 1..queued are in the slots before Stream starts */
     uint32_t stub_seq;      /* last command completed by the stub */
     uint32_t status;        /* F4LOAD_STATUS_* */
     uint32_t crc_check;     /* written by Stream at its start: the CRC unit's CRC of check_words (read with
                                stub_seq and status) */
+    uint32_t crc_seq;       /* the last CRC command completed (written after crc_value) */
+    uint32_t crc_value;     /* its CRC */
     uint32_t check_words[4];            /* written by the host: words for the CRC unit's known-answer check */
     struct f4load_command slots[16];    /* slot = seq % F4LOAD_QUEUE_SLOTS */
     struct f4load_error error;          /* copy of f4load_error when Stream returns */
