@@ -8,7 +8,6 @@ the run state (halted, running, in reset).
 """
 from __future__ import annotations
 
-import ctypes
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
 from unicorn import Uc
@@ -18,6 +17,7 @@ from f4load.sim.clock import VirtualClock
 from f4load.sim.debug import HFSR_FORCED, SystemControlSpace
 from f4load.sim.faults import Faults
 from f4load.sim.flash import FlashInterface, OptionBytes
+from f4load.sim.memory import Memory
 from f4load.sim.peripherals import CrcUnit, Iwdg, Rcc
 
 
@@ -76,15 +76,9 @@ class ChipBase:
     idle_loops: int
 
     # --- memory ---------------------------------------------------------------------------------------
-    _flash_mem: bytearray
-    _flash_c: ctypes.Array[ctypes.c_ubyte]
-    _flash_size: int
-    _flash_fixups: List[Tuple[int, bytes]]
-    _flash_code_cached: bool  # a block from flash has been translated since the last flush
-    _flash_changed: bool
-    _flash_prot: Optional[int]
-    _dirty: List[Tuple[int, int]]  # RAM ranges written by the host: flushed from the translation cache
-    _block_sizes: Dict[Tuple[int, int], Tuple[int, bool]]
+    memory: Memory
+    _fixups: List[Tuple[int, bytes]]  # memory.fixups
+    _block_sizes: Dict[Tuple[int, int], Tuple[int, bool]]  # memory.block_sizes
     _bp_hooks: Dict[int, int]
     _periph_read: Dict[int, Callable[[int, int], int]]
     _periph_write: Dict[int, Callable[[int, int, int], None]]
@@ -121,15 +115,12 @@ class ChipBase:
         def halt(self, dfsr_bits: int) -> None: ...
         def read_core_register(self, regsel: int) -> int: ...
         def _stop_run(self, reason: Tuple) -> None: ...
-        def _flush_all_code(self) -> None: ...
-        def _sync_flash_protection(self) -> None: ...
         # flash_wait.py
         def _flash_register_read(self, offset: int, size: int, core: bool = False) -> int: ...
         def _flash_register_write(self, offset: int, size: int, value: int, core: bool = False) -> None: ...
         def _wait_for_flash_in_run(self) -> bool: ...
         def _stall_debugger_while_busy(self) -> None: ...
         # bus.py
-        def _apply_flash_fixups(self) -> None: ...
         def _core_read32(self, address: int) -> Optional[int]: ...
         def _executable(self, address: int) -> bool: ...
         def _halfword(self, address: int) -> Optional[int]: ...

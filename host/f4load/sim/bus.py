@@ -56,7 +56,6 @@ from f4load.sim.memory_map import (
     model_address,
     option_bytes_read,
     otp_page_bytes,
-    region_kind,
     split_accesses,
 )
 
@@ -75,7 +74,7 @@ class ChipBus(ChipBase):
                 raise BusFault(f"flash read at {address:#010x} blocked: RDP level 1 with a debugger attached")
             self._stall_debugger_read_while_busy(address)
             offset = flash_offset(address)
-            return int.from_bytes(self._flash_mem[offset:offset + size], "little")
+            return int.from_bytes(self.memory.flash[offset:offset + size], "little")
         if kind in ("ram", "sysmem"):
             return int.from_bytes(self.uc.mem_read(address, size), "little")
         if kind == "mmio":
@@ -90,8 +89,7 @@ class ChipBus(ChipBase):
         if kind == "flash" or kind == "sysmem":
             self._debugger_store_to_flash(address, size, value)
         elif kind == "ram":
-            self.uc.mem_write(address, value.to_bytes(size, "little"))
-            self._dirty.append((address, address + size))
+            self.memory.write_ram(address, value.to_bytes(size, "little"))
         elif kind == "mmio":
             self._io_write(address, size, value, core=False)
         else:
@@ -106,7 +104,7 @@ class ChipBus(ChipBase):
             with _fault_at(address):
                 self._stall_debugger_read_while_busy(address)
             offset = flash_offset(address)
-            return bytes(self._flash_mem[offset:offset + length])
+            return bytes(self.memory.flash[offset:offset + length])
         if kind in ("ram", "sysmem"):
             return bytes(self.uc.mem_read(address, length))
         out = bytearray()
@@ -120,8 +118,7 @@ class ChipBus(ChipBase):
         if not data:
             return
         if self._kind(address, len(data)) == "ram":
-            self.uc.mem_write(address, bytes(data))
-            self._dirty.append((address, address + len(data)))
+            self.memory.write_ram(address, data)
             return
         position = 0
         for chunk_address, size in split_accesses(address, len(data)):
@@ -131,7 +128,7 @@ class ChipBus(ChipBase):
 
     def _kind(self, address: int, length: int) -> str:
         """What backs [address, address + length) (memory_map.region_kind)."""
-        return region_kind(address, length, self._flash_size)
+        return self.memory.kind(address, length)
 
     def _stall_debugger_read_while_busy(self, address: int) -> None:
         """A debugger read of main flash while BSY=1 stalls until the operation ends (one bank: every flash
@@ -145,7 +142,7 @@ class ChipBus(ChipBase):
         """A debugger store into flash or the system area: the AHB stalls while BSY=1, then the model rules."""
         self._stall_debugger_while_busy()
         self.flash.write_flash(model_address(address), size, value)
-        self._flash_changed = True
+        self.memory.flash_changed = True
 
     # ==========================================================================================================
     # MMIO: one handler per region, shared by the core and the debugger.
@@ -193,7 +190,7 @@ class ChipBus(ChipBase):
                 return self._flash_register_read(address - block, size, core)
             return reader(address - block, size)
         if OTP_PAGE <= address < OTP_PAGE + OTP_PAGE_SIZE:
-            f_size = self._flash_size if self.faults.f_size_kb is None else self.faults.f_size_kb * 1024
+            f_size = self.memory.flash_size if self.faults.f_size_kb is None else self.faults.f_size_kb * 1024
             page = otp_page_bytes(self.options.otp, self.unique_id, f_size, address, size)
             return int.from_bytes(page, "little")
         if OPTION_BYTES <= address < OPTION_BYTES + OPTION_PAGE_SIZE:
@@ -233,32 +230,22 @@ class ChipBus(ChipBase):
     # Core stores into read-only memory (flash, system memory), bad accesses, memory as the core sees it.
     def _on_store_to_readonly(self, uc: Uc, access: int, address: int, size: int, value: int, _: object) -> bool:
         """Unicorn performs the store after this returns True; the model's bytes are restored afterwards."""
-        self._apply_flash_fixups()
+        memory = self.memory
+        memory.apply_fixups()
         if address < SYSTEM_MEMORY:
-            offset = flash_offset(address)
             self._core_flash_store(address, size, value)
-            self._flash_fixups.append((offset, bytes(self._flash_mem[offset:offset + size])))
+            memory.keep_flash(address, size)
         else:
             before = bytes(uc.mem_read(address, size))
             self._core_flash_store(address, size, value)
-            self._flash_fixups.append((-address, before))  # negative: a Unicorn address, not a flash offset
+            memory.keep_system(address, before)
         return True
 
     def _core_flash_store(self, address: int, size: int, value: int) -> None:
         if self.flash.busy and self._in_run and not self._wait_for_flash_in_run():
             return
         self.flash.write_flash(model_address(address), size, value)
-        self._flash_changed = True
-
-    def _apply_flash_fixups(self) -> None:
-        if not self._flash_fixups:
-            return
-        fixups, self._flash_fixups = self._flash_fixups, []
-        for where, data in fixups:
-            if where >= 0:
-                self._flash_mem[where:where + len(data)] = data
-            else:
-                self.uc.mem_write(-where, data)
+        self.memory.flash_changed = True
 
     def _on_bad_access(self, uc: Uc, access: int, address: int, size: int, value: int, _: object) -> bool:
         if access in (UC_MEM_FETCH_UNMAPPED, UC_MEM_FETCH_PROT):
@@ -283,7 +270,7 @@ class ChipBus(ChipBase):
             if self.flash.reads_blocked:
                 return None
             offset = flash_offset(address)
-            return int.from_bytes(self._flash_mem[offset:offset + 4], "little")
+            return int.from_bytes(self.memory.flash[offset:offset + 4], "little")
         try:
             return int.from_bytes(self.uc.mem_read(address, 4), "little")
         except UcError:

@@ -18,7 +18,6 @@ for tests and tools. Import `Chip` and the public constants from here.
 """
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
@@ -37,13 +36,13 @@ from f4load.sim.armv7m import (
 )
 from f4load.sim.bus import ChipBus
 from f4load.sim.clock import VirtualClock
-from f4load.sim.core import CYCLE_PS, ChipCore, scan_block
+from f4load.sim.core import CYCLE_PS, ChipCore, new_cortex_m4, scan_block
 from f4load.sim.debug import DFSR_HALTED, SystemControlSpace
 from f4load.sim.exceptions import RESET_CAUSES, ChipExceptions
 from f4load.sim.faults import Faults
 from f4load.sim.flash import FlashInterface, OptionBytes
 from f4load.sim.flash_wait import ChipFlashWait
-from f4load.sim.memory_map import flash_offset
+from f4load.sim.memory import Memory
 from f4load.sim.peripherals import CrcUnit, Iwdg, Rcc
 
 if TYPE_CHECKING:
@@ -106,28 +105,23 @@ class Chip(ChipCore, ChipBus, ChipFlashWait, ChipExceptions):
         self.idle_loops = 0
 
         # --- memory ---------------------------------------------------------------------------------
-        self._flash_mem = bytearray(state.flash)
-        self._flash_c = (ctypes.c_ubyte * len(self._flash_mem)).from_buffer(self._flash_mem)
-        self._flash_size = len(self._flash_mem)
-        self._flash_fixups: List[Tuple[int, bytes]] = []
-        self._flash_code_cached = False  # a block from flash has been translated since the last flush
-        self._flash_changed = False
-        self._flash_prot: Optional[int] = None
-        self._dirty: List[Tuple[int, int]] = []
-        self._block_sizes: Dict[Tuple[int, int], Tuple[int, bool]] = {}
+        self.uc = new_cortex_m4()
+        self.memory = Memory(self.uc, state.flash)
+        self._fixups = self.memory.fixups
+        self._block_sizes = self.memory.block_sizes
         self._bp_hooks: Dict[int, int] = {}
         self._iwdg_counting = True
         self.debugger_wait_limit_ps: Optional[int] = None
 
         # --- models ---------------------------------------------------------------------------------
-        self.flash = FlashInterface(self.clock, part, memoryview(self._flash_mem), self.options, faults)
+        self.flash = FlashInterface(self.clock, part, memoryview(self.memory.flash), self.options, faults)
         self.flash.request_reset = self.request_reset
         self.flash.on_operation = self._on_flash_operation
         self.on_flash_operation: Optional[Callable[[str, str], None]] = None  # for tools: (kind, phase)
         self.rcc = Rcc()
         self.iwdg = Iwdg(faults.lsi_hz)
         self.crc = CrcUnit(lambda: self.rcc.crc_enabled, broken=faults.crc_broken)
-        self.uc = self._build_unicorn()
+        self._build_unicorn()
         self.scs = SystemControlSpace(self)
         self._periph_read: Dict[int, Callable[[int, int], int]] = {
             CRC_BASE: self.crc.read, RCC_BASE: self.rcc.read, IWDG_BASE: self._iwdg_read,
@@ -139,7 +133,7 @@ class Chip(ChipCore, ChipBus, ChipFlashWait, ChipExceptions):
     def _on_flash_operation(self, kind: str, phase: str) -> None:
         """The flash model's notification: changed flash contents invalidate translated code."""
         if phase in ("end", "cut"):
-            self._flash_changed = True
+            self.memory.flash_changed = True
         if self.on_flash_operation is not None:
             self.on_flash_operation(kind, phase)
 
@@ -156,8 +150,8 @@ class Chip(ChipCore, ChipBus, ChipFlashWait, ChipExceptions):
     def to_state(self) -> ChipState:
         from f4load.sim.state import ChipState
 
-        self._apply_flash_fixups()
-        return ChipState(flash=bytearray(self._flash_mem), options=self.options, unique_id=self.unique_id,
+        self.memory.apply_fixups()
+        return ChipState(flash=bytearray(self.memory.flash), options=self.options, unique_id=self.unique_id,
                          faults=self.faults)
 
     @property
@@ -166,13 +160,7 @@ class Chip(ChipCore, ChipBus, ChipFlashWait, ChipExceptions):
 
     def load(self, address: int, data: bytes) -> None:
         """Put bytes into RAM or flash storage directly (tests, tools): no flash rules, no time."""
-        if self._kind(address, len(data)) == "flash":
-            offset = flash_offset(address)
-            self._flash_mem[offset:offset + len(data)] = data
-            self._flush_all_code()
-        else:
-            self.uc.mem_write(address, bytes(data))
-            self._dirty.append((address, address + len(data)))
+        self.memory.load(address, data)
 
 
 __all__ = ["CLONE_REV_ID", "CYCLE_PS", "DFSR_HALTED", "REGSEL_FPSCR", "REGSEL_LR", "REGSEL_MSP", "REGSEL_PC",

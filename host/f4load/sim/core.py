@@ -37,7 +37,6 @@ a signal, and the request is raised when the chip's state is consistent again.
 """
 from __future__ import annotations
 
-import ctypes
 from typing import List, Optional, Tuple
 
 from unicorn import (
@@ -54,18 +53,13 @@ from unicorn import (
     UC_HOOK_MEM_WRITE_UNMAPPED,
     UC_MODE_MCLASS,
     UC_MODE_THUMB,
-    UC_PROT_ALL,
-    UC_PROT_EXEC,
-    UC_PROT_NONE,
-    UC_PROT_READ,
-    UC_PROT_WRITE,
     Uc,
     UcError,
 )
 from unicorn import arm_const as arm
 
 from f4load import interrupt
-from f4load.part import CCM_SIZE, CCM_START, FLASH_START, SRAM_SIZE, SRAM_START, SYSTEM_MEMORY, SYSTEM_MEMORY_SIZE
+from f4load.part import CCM_START
 from f4load.registers import FLASH_SR_BSY
 from f4load.sim.armv7m import (
     GP_REGS,
@@ -93,7 +87,7 @@ from f4load.sim.debug import (
     HFSR_DEBUGEVT,
     PPB_START,
 )
-from f4load.sim.memory_map import MMIO_REGIONS, system_memory_image
+from f4load.sim.memory_map import MMIO_REGIONS
 
 # emu_start's "until": an odd address, never equal to a Thumb PC, so only our hooks end a run.
 NEVER = 0xFFFF_FFFF
@@ -139,21 +133,18 @@ def scan_block(code: bytes) -> Tuple[int, bool]:
     return max(count, 1), stores
 
 
+def new_cortex_m4() -> Uc:
+    """A Unicorn Cortex-M4 with an empty address space (memory.py maps storage, bus.py the peripherals)."""
+    uc = Uc(UC_ARCH_ARM, UC_MODE_THUMB | UC_MODE_MCLASS)
+    uc.ctl_set_cpu_model(arm.UC_CPU_ARM_CORTEX_M4)
+    return uc
+
+
 class ChipCore(ChipBase):
     """The core's part of `Chip` (see the module docstring)."""
 
-    # ==========================================================================================================
-    # Unicorn setup
-    def _build_unicorn(self) -> Uc:
-        uc = Uc(UC_ARCH_ARM, UC_MODE_THUMB | UC_MODE_MCLASS)
-        uc.ctl_set_cpu_model(arm.UC_CPU_ARM_CORTEX_M4)
-        pointer = ctypes.addressof(self._flash_c)
-        uc.mem_map_ptr(FLASH_START, self._flash_size, UC_PROT_READ | UC_PROT_EXEC, pointer)
-        uc.mem_map_ptr(0, self._flash_size, UC_PROT_READ | UC_PROT_EXEC, pointer)  # boot alias (BOOT0=0)
-        uc.mem_map(SRAM_START, SRAM_SIZE, UC_PROT_ALL)
-        uc.mem_map(CCM_START, CCM_SIZE, UC_PROT_READ | UC_PROT_WRITE)  # D-bus only: not executable
-        uc.mem_map(SYSTEM_MEMORY, SYSTEM_MEMORY_SIZE, UC_PROT_READ | UC_PROT_EXEC)
-        uc.mem_write(SYSTEM_MEMORY, system_memory_image())
+    def _build_unicorn(self) -> None:
+        uc = self.uc
         for base, size in MMIO_REGIONS:
             uc.mmio_map(base, size, self._mmio_read, base, self._mmio_write, base)
         uc.hook_add(UC_HOOK_BLOCK, self._on_block)
@@ -161,7 +152,6 @@ class ChipCore(ChipBase):
         uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._on_store_to_readonly)
         uc.hook_add(UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED | UC_HOOK_MEM_FETCH_UNMAPPED
                     | UC_HOOK_MEM_FETCH_PROT | UC_HOOK_MEM_READ_PROT, self._on_bad_access)
-        return uc
 
     # ==========================================================================================================
     # Running for a time budget
@@ -260,8 +250,8 @@ class ChipCore(ChipBase):
 
     def _prepare_run(self) -> bool:
         """Flush stale code and check the state the core would start in; False if it faulted instead."""
-        self._flush_dirty_code()
-        self._sync_flash_protection()
+        self.memory.flush_stale_code()
+        self.memory.protect_flash(self.flash.reads_blocked)
         if not self._thumb:
             self._take_fault(CFSR_INVSTATE)  # EPSR.T = 0: the first instruction takes a UsageFault
             return False
@@ -279,7 +269,7 @@ class ChipCore(ChipBase):
                 self._stop = self._classify_error(error)
         finally:
             self._in_run = False
-            self._apply_flash_fixups()
+            self.memory.apply_fixups()
 
     def _classify_error(self, error: UcError) -> Tuple:
         pc = self.uc.reg_read(arm.UC_ARM_REG_PC)
@@ -336,8 +326,8 @@ class ChipCore(ChipBase):
     # ==========================================================================================================
     # Hooks: instruction counting, idle loops, interrupts, FPB breakpoints
     def _on_block(self, uc: Uc, address: int, size: int, _: object) -> None:
-        if self._flash_fixups:
-            self._apply_flash_fixups()
+        if self._fixups:
+            self.memory.apply_fixups()
         if self.flash.sr & FLASH_SR_BSY:  # (the attribute, not the property: this runs for every block)
             self.clock.now_ps = max(self.clock.now_ps, min(self._core_ps, self._deadline))
             self.flash.on_time()  # an operation that ended during the previous block
@@ -345,7 +335,7 @@ class ChipCore(ChipBase):
                 return  # code fetches from flash stall while it erases or programs (single bank, RM0090 3.5)
         self._block_address = address
         if address < CCM_START:
-            self._flash_code_cached = True
+            self.memory.flash_code_cached = True
         scanned = self._block_sizes.get((address, size))
         if scanned is None:
             scanned = scan_block(bytes(uc.mem_read(address, size)))
@@ -434,35 +424,7 @@ class ChipCore(ChipBase):
         for address in wanted:
             if address not in self._bp_hooks:
                 self._bp_hooks[address] = uc.hook_add(UC_HOOK_CODE, self._on_breakpoint, None, address, address)
-        self._flush_all_code()
-
-    # ==========================================================================================================
-    # Translation cache and flash protection
-    def _flush_dirty_code(self) -> None:
-        if self._flash_changed and self._flash_code_cached:
-            self._flush_all_code()
-        self._flash_changed = False
-        if self._dirty:
-            dirty, self._dirty = self._dirty, []
-            for start, end in dirty:
-                self.uc.ctl_remove_cache(start, end)
-            self._block_sizes.clear()
-
-    def _flush_all_code(self) -> None:
-        for start, size in ((0, self._flash_size), (FLASH_START, self._flash_size), (SRAM_START, SRAM_SIZE),
-                            (SYSTEM_MEMORY, SYSTEM_MEMORY_SIZE)):
-            self.uc.ctl_remove_cache(start, start + size)
-        self._block_sizes.clear()
-        self._flash_code_cached = False
-
-    def _sync_flash_protection(self) -> None:
-        """RDP level 1 with a debugger attached: the core may neither read nor execute flash (RM0090 3.7.3)."""
-        prot = UC_PROT_NONE if self.flash.reads_blocked else UC_PROT_READ | UC_PROT_EXEC
-        if prot != self._flash_prot:
-            self.uc.mem_protect(FLASH_START, self._flash_size, prot)
-            self.uc.mem_protect(0, self._flash_size, prot)
-            self._flash_prot = prot
-            self._flush_all_code()
+        self.memory.flush_all_code()
 
     # ==========================================================================================================
     # Halting, stepping and the register file (debug)

@@ -108,8 +108,7 @@ class ChipExceptions(ChipBase):
             self.scs.cfsr |= CFSR_STKERR
             self._enter_lockup()
             return
-        uc.mem_write(frame_sp, frame)
-        self._dirty.append((frame_sp, frame_sp + 32))
+        self.memory.write_ram(frame_sp, frame)
         uc.reg_write(arm.UC_ARM_REG_PSP if use_psp else arm.UC_ARM_REG_MSP, frame_sp)
         if use_psp:
             uc.reg_write(arm.UC_ARM_REG_CONTROL, control & ~2)
@@ -242,9 +241,9 @@ class ChipExceptions(ChipBase):
 
     def _core_reset(self) -> None:
         uc = self.uc
-        self._apply_flash_fixups()
-        self._flush_all_code()
-        self._sync_flash_protection()
+        self.memory.apply_fixups()
+        self.memory.flush_all_code()
+        self.memory.protect_flash(self.flash.reads_blocked)
         for reg in GP_REGS[:13]:
             uc.reg_write(reg, 0)
         uc.reg_write(arm.UC_ARM_REG_IPSR, 0)

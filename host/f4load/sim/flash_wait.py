@@ -48,7 +48,7 @@ class ChipFlashWait(ChipBase):
 
     def _flash_register_read(self, offset: int, size: int, core: bool = False) -> int:
         """A FLASH register read (never stalls); the core's repeated SR reads while BSY=1 skip time."""
-        self._apply_flash_fixups()
+        self.memory.apply_fixups()
         value = self.flash.read_register(offset, size)
         if core and (offset & ~3) == FLASH_SR_OFFSET:
             # A poll is the same code reading SR with BSY set again; a one-off read (say, to record SR in an
@@ -95,7 +95,7 @@ class ChipFlashWait(ChipBase):
 
     def _flash_register_write(self, offset: int, size: int, value: int, core: bool = False) -> None:
         """A FLASH register write; a CR write while BSY=1 stalls until BSY clears (RM0090 3.6)."""
-        self._apply_flash_fixups()
+        self.memory.apply_fixups()
         if (offset & ~3) == FLASH_CR_OFFSET and self.flash.busy:
             if core and self._in_run:
                 if not self._wait_for_flash_in_run():
