@@ -17,8 +17,9 @@ from f4load.sim.clock import VirtualClock
 from f4load.sim.debug import HFSR_FORCED, SystemControlSpace
 from f4load.sim.faults import Faults
 from f4load.sim.flash import FlashInterface, OptionBytes
+from f4load.sim.flash_port import FlashPort
 from f4load.sim.memory import Memory
-from f4load.sim.peripherals import CrcUnit, Iwdg, Rcc
+from f4load.sim.peripherals import CrcUnit, Iwdg, Rcc, WatchdogClock
 
 
 class ChipBase:
@@ -51,27 +52,23 @@ class ChipBase:
     active_exception: int  # IPSR
     _exception_stack: List[int]
     _thumb: bool  # EPSR.T
-    _core_ps: int  # when the core's next instruction executes (may run ahead of the clock)
+    core_ps: int  # when the core's next instruction executes (may run ahead of the clock)
     _idle_until: Optional[int]  # idle loop: the core waits until then
     _wait_flash: bool  # stalled on a flash access while BSY=1
-    _poll_since: Optional[int]  # when the core started polling the BSY of the current operation
-    _poll_until: Optional[int]  # the end of that operation (None: BSY stuck)
-    _block_address: int  # the translated block the core is executing
-    _bsy_read_block: Optional[int]  # the block whose SR read last saw BSY=1
+    block_address: int  # the translated block the core is executing
     _loop_io: bool  # an MMIO access happened since the idle-loop snapshot
-    _in_run: bool
-    _stepping: bool
-    _deadline: int
+    in_run: bool
+    stepping: bool
+    deadline: int
     _stop: Optional[Tuple]  # why the current run stopped (set by hooks)
     _pending_reset: Optional[str]
     _last_reset: Optional[Tuple[str, int, int]]
     _resume_pc: Optional[int]  # an FPB breakpoint here is skipped once after a resume
-    _iwdg_counting: bool
-    debugger_wait_limit_ps: Optional[int]  # DebugPort.wait_limit_ps during a debugger access (flash_wait.py)
+    watchdog: WatchdogClock
+    flash_port: FlashPort
     # counters for tests and tools
     instructions: int
     resets: Dict[str, int]
-    poll_skips: int
     power_cycles: int  # power-level resets (POR/BOR): the debug domain (SW-DP) lost power too
     idle_loops: int
 
@@ -84,9 +81,6 @@ class ChipBase:
     _periph_write: Dict[int, Callable[[int, int, int], None]]
 
     # --- IWDG and CYCCNT follow the run state ----------------------------------------------------------
-    def _sync_iwdg(self) -> None:
-        self.iwdg.sync(self.clock.now_ps, self._iwdg_counting)
-
     def _iwdg_should_count(self) -> bool:
         """The IWDG stops while the core is halted and DBGMCU_APB1_FZ.DBG_IWDG_STOP is set (RM0090 38.16.4),
         and while NRST holds the chip in reset."""
@@ -96,16 +90,15 @@ class ChipBase:
 
     def before_freeze_change(self) -> None:
         """Called by the SCS before DBGMCU_APB1_FZ changes."""
-        self._sync_iwdg()
+        self.watchdog.sync()
 
     def after_freeze_change(self) -> None:
         """Called by the SCS after DBGMCU_APB1_FZ changed."""
-        self._iwdg_counting = self._iwdg_should_count()
+        self.watchdog.counting = self._iwdg_should_count()
 
     def _run_state_changed(self) -> None:
         """Halted/running/reset changed: settle the IWDG and CYCCNT with the old state, then switch."""
-        self._sync_iwdg()
-        self._iwdg_counting = self._iwdg_should_count()
+        self.watchdog.set_counting(self._iwdg_should_count())
         self.scs.sync_cycle_counter()
 
     # --- what one part calls in another (declarations for the type checker) ----------------------------
@@ -114,12 +107,7 @@ class ChipBase:
         def advance(self, ps: int) -> None: ...
         def halt(self, dfsr_bits: int) -> None: ...
         def read_core_register(self, regsel: int) -> int: ...
-        def _stop_run(self, reason: Tuple) -> None: ...
-        # flash_wait.py
-        def _flash_register_read(self, offset: int, size: int, core: bool = False) -> int: ...
-        def _flash_register_write(self, offset: int, size: int, value: int, core: bool = False) -> None: ...
-        def _wait_for_flash_in_run(self) -> bool: ...
-        def _stall_debugger_while_busy(self) -> None: ...
+        def stop_run(self, reason: Tuple) -> None: ...
         # bus.py
         def _core_read32(self, address: int) -> Optional[int]: ...
         def _executable(self, address: int) -> bool: ...

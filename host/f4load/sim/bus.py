@@ -53,7 +53,6 @@ from f4load.sim.memory_map import (
     PERIPH_START,
     check_access,
     flash_offset,
-    model_address,
     option_bytes_read,
     otp_page_bytes,
     split_accesses,
@@ -72,7 +71,7 @@ class ChipBus(ChipBase):
         if kind == "flash":
             if self.flash.reads_blocked:
                 raise BusFault(f"flash read at {address:#010x} blocked: RDP level 1 with a debugger attached")
-            self._stall_debugger_read_while_busy(address)
+            self.flash_port.debugger_read(address)
             offset = flash_offset(address)
             return int.from_bytes(self.memory.flash[offset:offset + size], "little")
         if kind in ("ram", "sysmem"):
@@ -87,7 +86,7 @@ class ChipBus(ChipBase):
         value &= (1 << (8 * size)) - 1
         kind = self._kind(address, size)
         if kind == "flash" or kind == "sysmem":
-            self._debugger_store_to_flash(address, size, value)
+            self.flash_port.debugger_store(address, size, value)
         elif kind == "ram":
             self.memory.write_ram(address, value.to_bytes(size, "little"))
         elif kind == "mmio":
@@ -102,7 +101,7 @@ class ChipBus(ChipBase):
         kind = self._kind(address, length)
         if kind == "flash" and not self.flash.reads_blocked:
             with _fault_at(address):
-                self._stall_debugger_read_while_busy(address)
+                self.flash_port.debugger_read(address)
             offset = flash_offset(address)
             return bytes(self.memory.flash[offset:offset + length])
         if kind in ("ram", "sysmem"):
@@ -129,20 +128,6 @@ class ChipBus(ChipBase):
     def _kind(self, address: int, length: int) -> str:
         """What backs [address, address + length) (memory_map.region_kind)."""
         return self.memory.kind(address, length)
-
-    def _stall_debugger_read_while_busy(self, address: int) -> None:
-        """A debugger read of main flash while BSY=1 stalls until the operation ends (one bank: every flash
-        read waits for an erase or program, digest "Rules that matter"); time passes. With BSY stuck the
-        transfer never completes: the probe sees a fault."""
-        self._stall_debugger_while_busy()
-        if self.flash.busy:
-            raise BusFault(f"flash read at {address:#010x} stalled: BSY never clears")
-
-    def _debugger_store_to_flash(self, address: int, size: int, value: int) -> None:
-        """A debugger store into flash or the system area: the AHB stalls while BSY=1, then the model rules."""
-        self._stall_debugger_while_busy()
-        self.flash.write_flash(model_address(address), size, value)
-        self.memory.flash_changed = True
 
     # ==========================================================================================================
     # MMIO: one handler per region, shared by the core and the debugger.
@@ -187,7 +172,7 @@ class ChipBus(ChipBase):
             if reader is None:
                 return 0  # not modelled: reads as an unclocked peripheral
             if block == FLASH_BASE:
-                return self._flash_register_read(address - block, size, core)
+                return self.flash_port.read_register(address - block, size, core)
             return reader(address - block, size)
         if OTP_PAGE <= address < OTP_PAGE + OTP_PAGE_SIZE:
             f_size = self.memory.flash_size if self.faults.f_size_kb is None else self.faults.f_size_kb * 1024
@@ -204,7 +189,7 @@ class ChipBus(ChipBase):
         if PERIPH_START <= address < PERIPH_END:
             block = address & ~(PERIPH_BLOCK - 1)
             if block == FLASH_BASE:
-                self._flash_register_write(address - block, size, value, core)
+                self.flash_port.write_register(address - block, size, value, core)
                 return
             writer = self._periph_write.get(block)
             if writer is not None:
@@ -212,19 +197,11 @@ class ChipBus(ChipBase):
             return
         if OTP_PAGE <= address < OTP_PAGE + OTP_PAGE_SIZE or OPTION_BYTES <= address < OPTION_BYTES + OPTION_PAGE_SIZE:
             if core:
-                self._core_flash_store(address, size, value)
+                self.flash_port.core_store(address, size, value)
             else:
-                self._debugger_store_to_flash(address, size, value)
+                self.flash_port.debugger_store(address, size, value)
             return
         raise BusFault(f"no memory at {address:#010x}")
-
-    def _iwdg_read(self, offset: int, size: int) -> int:
-        self._sync_iwdg()
-        return self.iwdg.read(offset, size)
-
-    def _iwdg_write(self, offset: int, value: int, size: int) -> None:
-        self._sync_iwdg()
-        self.iwdg.write(offset, value, size)
 
     # ==========================================================================================================
     # Core stores into read-only memory (flash, system memory), bad accesses, memory as the core sees it.
@@ -233,19 +210,13 @@ class ChipBus(ChipBase):
         memory = self.memory
         memory.apply_fixups()
         if address < SYSTEM_MEMORY:
-            self._core_flash_store(address, size, value)
+            self.flash_port.core_store(address, size, value)
             memory.keep_flash(address, size)
         else:
             before = bytes(uc.mem_read(address, size))
-            self._core_flash_store(address, size, value)
+            self.flash_port.core_store(address, size, value)
             memory.keep_system(address, before)
         return True
-
-    def _core_flash_store(self, address: int, size: int, value: int) -> None:
-        if self.flash.busy and self._in_run and not self._wait_for_flash_in_run():
-            return
-        self.flash.write_flash(model_address(address), size, value)
-        self.memory.flash_changed = True
 
     def _on_bad_access(self, uc: Uc, access: int, address: int, size: int, value: int, _: object) -> bool:
         if access in (UC_MEM_FETCH_UNMAPPED, UC_MEM_FETCH_PROT):
@@ -259,8 +230,8 @@ class ChipBus(ChipBase):
 
     def _core_fault(self, cfsr: int, bfar: Optional[int] = None) -> None:
         """A bus error reported by an MMIO handler during a core access."""
-        if self._in_run:
-            self._stop_run(("fault", cfsr, bfar))
+        if self.in_run:
+            self.stop_run(("fault", cfsr, bfar))
         else:
             self._take_fault(cfsr, bfar)
 

@@ -41,9 +41,9 @@ from f4load.sim.debug import DFSR_HALTED, SystemControlSpace
 from f4load.sim.exceptions import RESET_CAUSES, ChipExceptions
 from f4load.sim.faults import Faults
 from f4load.sim.flash import FlashInterface, OptionBytes
-from f4load.sim.flash_wait import ChipFlashWait
+from f4load.sim.flash_port import FlashPort
 from f4load.sim.memory import Memory
-from f4load.sim.peripherals import CrcUnit, Iwdg, Rcc
+from f4load.sim.peripherals import CrcUnit, Iwdg, Rcc, WatchdogClock
 
 if TYPE_CHECKING:
     from f4load.sim.state import ChipState
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 CLONE_REV_ID = 0x2001
 
 
-class Chip(ChipCore, ChipBus, ChipFlashWait, ChipExceptions):
+class Chip(ChipCore, ChipBus, ChipExceptions):
     """One STM32F405/407/415/417 (see the module docstrings of chip, core, bus and exceptions)."""
 
     def __init__(self, faults: Faults, state: Optional[ChipState] = None,
@@ -83,16 +83,13 @@ class Chip(ChipCore, ChipBus, ChipFlashWait, ChipExceptions):
         self.active_exception = 0  # IPSR
         self._exception_stack: List[int] = []
         self._thumb = True  # EPSR.T
-        self._core_ps = 0  # when the core's next instruction executes (may run ahead of the clock)
+        self.core_ps = 0  # when the core's next instruction executes (may run ahead of the clock)
         self._idle_until: Optional[int] = None  # poll skipping: the core waits until then
         self._wait_flash = False  # stalled on a flash access while BSY=1
-        self._poll_since: Optional[int] = None  # when the core started polling the current operation's BSY
-        self._poll_until: Optional[int] = None  # that operation's end (None: BSY stuck)
-        self._block_address = -1  # the translated block the core is executing
-        self._bsy_read_block: Optional[int] = None  # the block whose SR read last saw BSY=1
-        self._in_run = False
-        self._stepping = False
-        self._deadline = 0
+        self.block_address = -1  # the translated block the core is executing
+        self.in_run = False
+        self.stepping = False
+        self.deadline = 0
         self._stop: Optional[Tuple] = None  # why the current run stopped (set by hooks)
         self._pending_reset: Optional[str] = None
         self._last_reset: Optional[Tuple[str, int, int]] = None
@@ -100,7 +97,6 @@ class Chip(ChipCore, ChipBus, ChipFlashWait, ChipExceptions):
         # counters for tests and tools
         self.instructions = 0
         self.resets: Dict[str, int] = {}
-        self.poll_skips = 0
         self.power_cycles = 0  # POR/BOR resets so far; the DebugPort powers down when it changes
         self.idle_loops = 0
 
@@ -110,8 +106,6 @@ class Chip(ChipCore, ChipBus, ChipFlashWait, ChipExceptions):
         self._fixups = self.memory.fixups
         self._block_sizes = self.memory.block_sizes
         self._bp_hooks: Dict[int, int] = {}
-        self._iwdg_counting = True
-        self.debugger_wait_limit_ps: Optional[int] = None
 
         # --- models ---------------------------------------------------------------------------------
         self.flash = FlashInterface(self.clock, part, memoryview(self.memory.flash), self.options, faults)
@@ -121,14 +115,16 @@ class Chip(ChipCore, ChipBus, ChipFlashWait, ChipExceptions):
         self.rcc = Rcc()
         self.iwdg = Iwdg(faults.lsi_hz)
         self.crc = CrcUnit(lambda: self.rcc.crc_enabled, broken=faults.crc_broken)
+        self.watchdog = WatchdogClock(self.iwdg, self.clock)
+        self.flash_port = FlashPort(self.clock, self.flash, self.memory, self, self.watchdog, self.advance)
         self._build_unicorn()
         self.scs = SystemControlSpace(self)
         self._periph_read: Dict[int, Callable[[int, int], int]] = {
-            CRC_BASE: self.crc.read, RCC_BASE: self.rcc.read, IWDG_BASE: self._iwdg_read,
-            FLASH_BASE: self._flash_register_read}
+            CRC_BASE: self.crc.read, RCC_BASE: self.rcc.read, IWDG_BASE: self.watchdog.read,
+            FLASH_BASE: self.flash_port.read_register}
         self._periph_write: Dict[int, Callable[[int, int, int], None]] = {
-            CRC_BASE: self.crc.write, RCC_BASE: self.rcc.write, IWDG_BASE: self._iwdg_write,
-            FLASH_BASE: self._flash_register_write}
+            CRC_BASE: self.crc.write, RCC_BASE: self.rcc.write, IWDG_BASE: self.watchdog.write,
+            FLASH_BASE: self.flash_port.write_register}
 
     def _on_flash_operation(self, kind: str, phase: str) -> None:
         """The flash model's notification: changed flash contents invalidate translated code."""
@@ -136,6 +132,18 @@ class Chip(ChipCore, ChipBus, ChipFlashWait, ChipExceptions):
             self.memory.flash_changed = True
         if self.on_flash_operation is not None:
             self.on_flash_operation(kind, phase)
+
+    @property
+    def debugger_wait_limit_ps(self) -> Optional[int]:
+        return self.flash_port.debugger_wait_limit_ps
+
+    @debugger_wait_limit_ps.setter
+    def debugger_wait_limit_ps(self, limit: Optional[int]) -> None:
+        self.flash_port.debugger_wait_limit_ps = limit
+
+    @property
+    def poll_skips(self) -> int:
+        return self.flash_port.poll_skips
 
     # ==========================================================================================================
     # Option bytes, persistence and conveniences for tests and tools

@@ -218,34 +218,34 @@ class ChipCore(ChipBase):
         flash_next = self.flash.next_event_ps()
         if core_runs and flash_next is not None and flash_next == self.flash.busy_until_ps():
             flash_next = None
-        times = [flash_next, self.iwdg.expiry_ps(self._iwdg_counting), self._idle_until]
+        times = [flash_next, self.watchdog.expiry_ps(), self._idle_until]
         if self._wait_flash:
             times.append(self.flash.busy_until_ps())
         present = [t for t in times if t is not None and t > self.clock.now_ps]
         return min(present) if present else None
 
     def _process_events(self) -> None:
-        self._sync_iwdg()
+        self.watchdog.sync()
         self.flash.on_time()
         if self.iwdg.expired:
             self.reset("iwdg")
 
     def _run_until(self, end: int) -> None:
         now = self.clock.now_ps
-        if self._core_ps < now:
-            self._core_ps = now  # a core that waited starts now; one that ran ahead keeps its debt
-        if self._core_ps >= end:
+        if self.core_ps < now:
+            self.core_ps = now  # a core that waited starts now; one that ran ahead keeps its debt
+        if self.core_ps >= end:
             self.clock.now_ps = end
             return
         if not self._prepare_run():
             return
-        self._deadline = end
+        self.deadline = end
         self._loop_address = -1
         self._run_emulation(count=0)
-        if self._stop is not None and self._stop[0] == "budget" or self._stop is None and self._core_ps >= end:
+        if self._stop is not None and self._stop[0] == "budget" or self._stop is None and self.core_ps >= end:
             self.clock.now_ps = end
         else:
-            self.clock.now_ps = max(now, min(self._core_ps, end))
+            self.clock.now_ps = max(now, min(self.core_ps, end))
         self._finish_run()
 
     def _prepare_run(self) -> bool:
@@ -260,7 +260,7 @@ class ChipCore(ChipBase):
     def _run_emulation(self, count: int) -> None:
         uc = self.uc
         self._stop = None
-        self._in_run = True
+        self.in_run = True
         pc = uc.reg_read(arm.UC_ARM_REG_PC)
         try:
             uc.emu_start(pc | 1, NEVER, 0, count)
@@ -268,7 +268,7 @@ class ChipCore(ChipBase):
             if self._stop is None:
                 self._stop = self._classify_error(error)
         finally:
-            self._in_run = False
+            self.in_run = False
             self.memory.apply_fixups()
 
     def _classify_error(self, error: UcError) -> Tuple:
@@ -291,7 +291,7 @@ class ChipCore(ChipBase):
             self.reset(cause)
             return
         if reason is None:
-            if not self._stepping and self._halfword(self.uc.reg_read(arm.UC_ARM_REG_PC) - 2) == WFI:
+            if not self.stepping and self._halfword(self.uc.reg_read(arm.UC_ARM_REG_PC) - 2) == WFI:
                 self._enter_sleep()
             return
         kind = reason[0]
@@ -318,7 +318,10 @@ class ChipCore(ChipBase):
     def _enter_sleep(self) -> None:
         self.sleeping = True
 
-    def _stop_run(self, reason: Tuple) -> None:
+    def wait_until(self, when: int) -> None:
+        self.core_ps = max(self.core_ps, when)
+
+    def stop_run(self, reason: Tuple) -> None:
         if self._stop is None:
             self._stop = reason
         self.uc.emu_stop()
@@ -328,12 +331,10 @@ class ChipCore(ChipBase):
     def _on_block(self, uc: Uc, address: int, size: int, _: object) -> None:
         if self._fixups:
             self.memory.apply_fixups()
-        if self.flash.sr & FLASH_SR_BSY:  # (the attribute, not the property: this runs for every block)
-            self.clock.now_ps = max(self.clock.now_ps, min(self._core_ps, self._deadline))
-            self.flash.on_time()  # an operation that ended during the previous block
-            if address < CCM_START and self.flash.busy and not self._wait_for_flash_in_run():
-                return  # code fetches from flash stall while it erases or programs (single bank, RM0090 3.5)
-        self._block_address = address
+        # (FLASH_SR's attribute, not the property: this runs for every block)
+        if self.flash.sr & FLASH_SR_BSY and not self.flash_port.code_fetch(address):
+            return  # code fetches from flash stall while it erases or programs (single bank, RM0090 3.5)
+        self.block_address = address
         if address < CCM_START:
             self.memory.flash_code_cached = True
         scanned = self._block_sizes.get((address, size))
@@ -341,15 +342,15 @@ class ChipCore(ChipBase):
             scanned = scan_block(bytes(uc.mem_read(address, size)))
             self._block_sizes[(address, size)] = scanned
         n = scanned[0]
-        if self._stepping:
+        if self.stepping:
             self.instructions += 1
             self.retired = True
             return
-        if self._core_ps >= self._deadline:
-            self._stop_run(("budget",))
+        if self.core_ps >= self.deadline:
+            self.stop_run(("budget",))
             return
-        self.clock.now_ps = self._core_ps
-        self._core_ps += n * CYCLE_PS
+        self.clock.now_ps = self.core_ps
+        self.core_ps += n * CYCLE_PS
         self.instructions += n
         self.retired = True
         if address == self._loop_address:
@@ -386,29 +387,29 @@ class ChipCore(ChipBase):
             return
         if self._loop_count >= 6:
             self.idle_loops += 1
-            self._stop_run(("idle", self._deadline))
+            self.stop_run(("idle", self.deadline))
 
     def _on_interrupt(self, uc: Uc, intno: int, _: object) -> None:
         if intno == INTR_BKPT:
-            self._stop_run(("bkpt",))
+            self.stop_run(("bkpt",))
         elif intno == INTR_EXCEPTION_EXIT:
-            self._stop_run(("exception_return",))
+            self.stop_run(("exception_return",))
         elif intno == INTR_SWI:
-            self._stop_run(("svc",))
+            self.stop_run(("svc",))
         elif intno == INTR_PREFETCH_ABORT:
             pc = uc.reg_read(arm.UC_ARM_REG_PC)
-            self._stop_run(("fault", CFSR_IACCVIOL if pc >= PPB_START else CFSR_IBUSERR, None))
+            self.stop_run(("fault", CFSR_IACCVIOL if pc >= PPB_START else CFSR_IBUSERR, None))
         elif intno == INTR_DATA_ABORT:
-            self._stop_run(("fault", CFSR_PRECISERR, None))
+            self.stop_run(("fault", CFSR_PRECISERR, None))
         else:
-            self._stop_run(("fault", _USAGE_FAULTS.get(intno, CFSR_UNDEFINSTR), None))
+            self.stop_run(("fault", _USAGE_FAULTS.get(intno, CFSR_UNDEFINSTR), None))
 
     def _on_breakpoint(self, uc: Uc, address: int, size: int, _: object) -> None:
         if address == self._resume_pc:
             self._resume_pc = None
             return
         if address in self.scs.breakpoint_addresses():
-            self._stop_run(("fpb",))
+            self.stop_run(("fpb",))
 
     def breakpoints_changed(self) -> None:
         """FPB comparators or FP_CTRL changed: hook exactly the enabled addresses (a ranged UC_HOOK_CODE costs
@@ -440,7 +441,7 @@ class ChipCore(ChipBase):
         self.sleeping = False
         self._idle_until = None
         self._wait_flash = False
-        self._poll_since = None
+        self.flash_port.forget_polls()
         self._run_state_changed()
 
     def resume(self) -> None:
@@ -448,8 +449,8 @@ class ChipCore(ChipBase):
             return
         self.halted = False
         self._resume_pc = self.uc.reg_read(arm.UC_ARM_REG_PC)
-        self._core_ps = self.clock.now_ps
-        self._poll_since = None
+        self.core_ps = self.clock.now_ps
+        self.flash_port.forget_polls()
         self._run_state_changed()
 
     def step(self) -> None:
@@ -460,14 +461,14 @@ class ChipCore(ChipBase):
             self._step()
 
     def _step(self) -> None:
-        self._stepping = True
+        self.stepping = True
         try:
             if self._prepare_run():
                 self._resume_pc = self.uc.reg_read(arm.UC_ARM_REG_PC)
                 self._run_emulation(count=1)
                 self._finish_run()
         finally:
-            self._stepping = False
+            self.stepping = False
         self._idle_until = None
         self._wait_flash = False
         self.sleeping = False

@@ -195,7 +195,7 @@ class ChipExceptions(ChipBase):
     def request_reset(self, cause: str) -> None:
         """A reset asked for by the core (AIRCR), the flash model (reset_during) or the debugger: at once when
         the core is not running, else as soon as the current instruction is abandoned."""
-        if self._in_run:
+        if self.in_run:
             self._pending_reset = cause
             self.uc.emu_stop()
         else:
@@ -205,7 +205,7 @@ class ChipExceptions(ChipBase):
         """A reset of the given cause; see the module docstring."""
         if cause not in RESET_CAUSES:
             raise ValueError(f"unknown reset cause {cause!r}; known: {', '.join(RESET_CAUSES)}")
-        if self._in_run:
+        if self.in_run:
             self.request_reset(cause)
             return
         self._system_reset(cause, count=True)
@@ -215,7 +215,7 @@ class ChipExceptions(ChipBase):
             self.resets[cause] = self.resets.get(cause, 0) + 1
         self._last_reset = (cause, self.clock.now_ps, self.instructions)
         self._pending_reset = None
-        self._sync_iwdg()
+        self.watchdog.sync()
         if cause != "vectreset":
             power = cause in POWER_RESETS
             self.flash.system_reset()
@@ -269,9 +269,9 @@ class ChipExceptions(ChipBase):
         self.sleeping = False
         self._idle_until = None
         self._wait_flash = False
-        self._poll_since = None
+        self.flash_port.forget_polls()
         self._resume_pc = None
-        self._core_ps = self.clock.now_ps
+        self.core_ps = self.clock.now_ps
 
     def _leave_reset(self) -> None:
         """The core leaves reset: a halt requested during reset or VC_CORERESET keeps it halted on the reset
@@ -288,7 +288,7 @@ class ChipExceptions(ChipBase):
         faults = self.faults
         if faults.iwdg_timeout_ms is not None:
             prescaler, reload = iwdg_settings_for(faults.iwdg_timeout_ms)
-            self._sync_iwdg()
+            self.watchdog.sync()
             self.iwdg.start(prescaler, reload)
         if faults.sticky_sr:
             self.flash.set_sticky(faults.sticky_sr)
