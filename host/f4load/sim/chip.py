@@ -34,7 +34,7 @@ from f4load.sim.armv7m import (
     REGSEL_SPECIAL,
     REGSEL_XPSR,
 )
-from f4load.sim.bus import ChipBus
+from f4load.sim.bus import Bus, PeriphRead, PeriphWrite
 from f4load.sim.clock import VirtualClock
 from f4load.sim.core import CYCLE_PS, ChipCore, new_cortex_m4, scan_block
 from f4load.sim.debug import DFSR_HALTED, SystemControlSpace
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 CLONE_REV_ID = 0x2001
 
 
-class Chip(ChipCore, ChipBus, ChipExceptions):
+class Chip(ChipCore, ChipExceptions):
     """One STM32F405/407/415/417 (see the module docstrings of chip, core, bus and exceptions)."""
 
     def __init__(self, faults: Faults, state: Optional[ChipState] = None,
@@ -119,12 +119,15 @@ class Chip(ChipCore, ChipBus, ChipExceptions):
         self.flash_port = FlashPort(self.clock, self.flash, self.memory, self, self.watchdog, self.advance)
         self._build_unicorn()
         self.scs = SystemControlSpace(self)
-        self._periph_read: Dict[int, Callable[[int, int], int]] = {
+        self._periph_read: Dict[int, PeriphRead] = {
             CRC_BASE: self.crc.read, RCC_BASE: self.rcc.read, IWDG_BASE: self.watchdog.read,
             FLASH_BASE: self.flash_port.read_register}
-        self._periph_write: Dict[int, Callable[[int, int, int], None]] = {
+        self._periph_write: Dict[int, PeriphWrite] = {
             CRC_BASE: self.crc.write, RCC_BASE: self.rcc.write, IWDG_BASE: self.watchdog.write,
             FLASH_BASE: self.flash_port.write_register}
+        f_size = self.memory.flash_size if faults.f_size_kb is None else faults.f_size_kb * KB
+        self.bus = Bus(self.memory, self.flash, self.flash_port, self.scs, self, self._periph_read,
+                       self._periph_write, self.options, self.unique_id, f_size)
 
     def _on_flash_operation(self, kind: str, phase: str) -> None:
         """The flash model's notification: changed flash contents invalidate translated code."""
@@ -132,6 +135,18 @@ class Chip(ChipCore, ChipBus, ChipExceptions):
             self.memory.flash_changed = True
         if self.on_flash_operation is not None:
             self.on_flash_operation(kind, phase)
+
+    def bus_read(self, address: int, size: int) -> int:
+        return self.bus.read(address, size)
+
+    def bus_write(self, address: int, size: int, value: int) -> None:
+        self.bus.write(address, size, value)
+
+    def bus_read_block(self, address: int, length: int) -> bytes:
+        return self.bus.read_block(address, length)
+
+    def bus_write_block(self, address: int, data: bytes) -> None:
+        self.bus.write_block(address, data)
 
     @property
     def debugger_wait_limit_ps(self) -> Optional[int]:

@@ -45,12 +45,6 @@ from unicorn import (
     UC_HOOK_BLOCK,
     UC_HOOK_CODE,
     UC_HOOK_INTR,
-    UC_HOOK_MEM_FETCH_PROT,
-    UC_HOOK_MEM_FETCH_UNMAPPED,
-    UC_HOOK_MEM_READ_PROT,
-    UC_HOOK_MEM_READ_UNMAPPED,
-    UC_HOOK_MEM_WRITE_PROT,
-    UC_HOOK_MEM_WRITE_UNMAPPED,
     UC_MODE_MCLASS,
     UC_MODE_THUMB,
     Uc,
@@ -63,6 +57,8 @@ from f4load.part import CCM_START
 from f4load.registers import FLASH_SR_BSY
 from f4load.sim.armv7m import (
     GP_REGS,
+    HARDFAULT,
+    NMI,
     REGSEL_FPSCR,
     REGSEL_MSP,
     REGSEL_PC,
@@ -87,7 +83,6 @@ from f4load.sim.debug import (
     HFSR_DEBUGEVT,
     PPB_START,
 )
-from f4load.sim.memory_map import MMIO_REGIONS
 
 # emu_start's "until": an odd address, never equal to a Thumb PC, so only our hooks end a run.
 NEVER = 0xFFFF_FFFF
@@ -145,13 +140,8 @@ class ChipCore(ChipBase):
 
     def _build_unicorn(self) -> None:
         uc = self.uc
-        for base, size in MMIO_REGIONS:
-            uc.mmio_map(base, size, self._mmio_read, base, self._mmio_write, base)
         uc.hook_add(UC_HOOK_BLOCK, self._on_block)
         uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
-        uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._on_store_to_readonly)
-        uc.hook_add(UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED | UC_HOOK_MEM_FETCH_UNMAPPED
-                    | UC_HOOK_MEM_FETCH_PROT | UC_HOOK_MEM_READ_PROT, self._on_bad_access)
 
     # ==========================================================================================================
     # Running for a time budget
@@ -318,6 +308,19 @@ class ChipCore(ChipBase):
     def _enter_sleep(self) -> None:
         self.sleeping = True
 
+    def abort_access(self, reason: Tuple) -> None:
+        self._stop = reason
+
+    def priority_below_zero(self) -> bool:
+        """Execution priority -1 or -2: FAULTMASK set, or the HardFault or NMI handler active (B1.5.4)."""
+        return bool(self.uc.reg_read(arm.UC_ARM_REG_FAULTMASK) & 1) or self.active_exception in (NMI, HARDFAULT)
+
+    def _halfword(self, address: int) -> Optional[int]:
+        try:
+            return int.from_bytes(self.uc.mem_read(address, 2), "little")
+        except UcError:
+            return None
+
     def wait_until(self, when: int) -> None:
         self.core_ps = max(self.core_ps, when)
 
@@ -366,7 +369,7 @@ class ChipCore(ChipBase):
 
     _loop_snapshot: Optional[List[int]] = None
 
-    _loop_io = False
+    loop_io = False
 
     def _watch_loop(self, uc: Uc) -> None:
         """Idle-loop detection: a block without stores that branches to itself and comes back twice with every
@@ -379,10 +382,10 @@ class ChipCore(ChipBase):
             return
         if self._loop_count == 4:
             self._loop_snapshot = [uc.reg_read(r) for r in _LOOP_REGS]
-            self._loop_io = False
+            self.loop_io = False
             return
         snapshot = [uc.reg_read(r) for r in _LOOP_REGS]
-        if self._loop_io or snapshot != self._loop_snapshot:
+        if self.loop_io or snapshot != self._loop_snapshot:
             self._loop_count = -60
             return
         if self._loop_count >= 6:

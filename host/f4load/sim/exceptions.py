@@ -38,7 +38,6 @@ from f4load.sim.armv7m import (
     GP_REGS,
     HARDFAULT,
     LOCKUP_PC,
-    NMI,
     REGSEL_XPSR,
     XPSR_STKALIGN,
     XPSR_T,
@@ -69,17 +68,13 @@ class ChipExceptions(ChipBase):
 
     # ==========================================================================================================
     # Exceptions (simplified ARMv7-M; see the module docstring)
-    def _priority_below_zero(self) -> bool:
-        """Execution priority -1 or -2: FAULTMASK set, or the HardFault or NMI handler active (B1.5.4)."""
-        return bool(self.uc.reg_read(arm.UC_ARM_REG_FAULTMASK) & 1) or self.active_exception in (NMI, HARDFAULT)
-
     def _take_fault(self, cfsr: int, bfar: Optional[int] = None, hfsr: int = HFSR_FORCED) -> None:
         scs = self.scs
         scs.cfsr |= cfsr
         scs.hfsr |= hfsr
         if bfar is not None:
             scs.bfar = bfar & 0xFFFF_FFFF
-        if self.active_exception == HARDFAULT or (self._priority_below_zero() and cfsr != CFSR_IMPRECISERR):
+        if self.active_exception == HARDFAULT or (self.priority_below_zero() and cfsr != CFSR_IMPRECISERR):
             # A fault in the HardFault handler, or a synchronous one with FAULTMASK set, cannot be taken: lockup
             # (B1.5.15). (An imprecise one under FAULTMASK would wait until the priority drops; the model takes
             # it at once.)
@@ -115,7 +110,7 @@ class ChipExceptions(ChipBase):
         exc_return = EXC_RETURN_HANDLER if handler_mode else (
             EXC_RETURN_THREAD_PSP if use_psp else EXC_RETURN_THREAD_MSP)
         handler = self._read_vector(number)
-        if handler is None or not handler & 1 or not self._executable(handler & ~1):
+        if handler is None or not handler & 1 or not self.bus.executable(handler & ~1):
             if number == HARDFAULT:
                 # The entry completes (frame pushed, IPSR = 3, LR = EXC_RETURN); the core then locks up
                 # fetching the handler (ARMv7-M B1.5.15: a fault while executing at HardFault priority).
@@ -168,7 +163,7 @@ class ChipExceptions(ChipBase):
 
     def _read_vector(self, number: int) -> Optional[int]:
         address = self.scs.vtor + 4 * number
-        return self._core_read32(address)
+        return self.bus.core_read32(address)
 
     # ==========================================================================================================
     # Resets
@@ -256,8 +251,8 @@ class ChipExceptions(ChipBase):
         self.active_exception = 0
         self._exception_stack = []
         # ARMv7-M B1.5.5: SP_main from vector 0, PC and EPSR.T from vector 1 (VTOR is 0 after reset).
-        sp = self._core_read32(0)
-        pc = self._core_read32(4)
+        sp = self.bus.core_read32(0)
+        pc = self.bus.core_read32(4)
         sp = 0xFFFF_FFFC if sp is None else sp & ~3
         pc = 0xFFFF_FFFF if pc is None else pc
         uc.reg_write(arm.UC_ARM_REG_MSP, sp)

@@ -98,7 +98,7 @@ class FlashPort:
                 value = flash.read_register(offset, size)
         return value
 
-    def write_register(self, offset: int, size: int, value: int, core: bool = False) -> None:
+    def write_register(self, offset: int, value: int, size: int, core: bool = False) -> None:
         """A FLASH register write; a CR write while BSY=1 stalls until BSY clears (RM0090 3.6)."""
         self._memory.apply_fixups()
         if (offset & ~3) == FLASH_CR_OFFSET and self._flash.busy:
