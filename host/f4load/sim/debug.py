@@ -19,8 +19,9 @@ Anything else in the PPB is a bus error. Unknown offsets *inside* a modelled blo
 storage (reset 0), so a debugger probing an optional register does not fault.
 
 Sources: ARMv7-M Architecture Reference Manual (C1 debug, B3 system address map), Cortex-M4 TRM (component
-IDs), RM0090 38 (DBGMCU, ROM table of the STM32F4). The core state (halted, lockup, DFSR, DEMCR, C_DEBUGEN,
-S_RESET_ST) lives in the chip (`chip.py`, docs/sim.md); this module reads and writes it.
+IDs), RM0090 38 (DBGMCU, ROM table of the STM32F4). The core's run and debug state (halted, lockup, DFSR, DEMCR,
+C_DEBUGEN, S_RESET_ST) lives in the core (`core.py`); the SCS reaches it, the register file, halting and the
+FPB breakpoint hooks through `DebugCore`.
 
 Clone identity (`faults.clone`): the part's REV_ID is replaced (chip.py) and the ROM table carries ARM's
 generic Cortex-M4 ROM table identity (JEP106 0x43B, part 0x4C4) instead of ST's (0x020, part 0x413), which is
@@ -34,10 +35,11 @@ docstring for the register protocol.
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING, Callable, Dict, Optional, Tuple, TypeVar
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Protocol, Tuple, TypeVar
 
+from f4load.part import Part
 from f4load.registers import DBGMCU_APB1_FZ, DBGMCU_APB2_FZ, DBGMCU_CR, DBGMCU_IDCODE, ROM_TABLE_BASE
-from f4load.sim.clock import CYCLE_PS
+from f4load.sim.clock import CYCLE_PS, VirtualClock
 from f4load.sim.flash import BusFault, BusWait
 
 T = TypeVar("T")
@@ -235,6 +237,37 @@ def _lanes(offset: int, size: int) -> Tuple[int, int]:
     return (offset & 3) * 8, (1 << (8 * size)) - 1
 
 
+class DebugCore(Protocol):
+    """What the System Control Space reaches of the core (core.py): the state DHCSR, DFSR, DEMCR and ICSR
+    show, the register file (DCRSR/DCRDR), halting and stepping, reset requests (AIRCR) and the FPB's
+    breakpoints."""
+
+    halted: bool
+    sleeping: bool
+    lockup: bool
+    held_in_reset: bool
+    debugen: bool  # DHCSR.C_DEBUGEN
+    demcr: int
+    dfsr: int
+    retired: bool  # DHCSR.S_RETIRE_ST
+    reset_seen: bool  # DHCSR.S_RESET_ST
+    active_exception: int  # IPSR
+
+    def halt(self, dfsr_bits: int) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def step(self) -> None: ...
+
+    def read_core_register(self, regsel: int) -> int: ...
+
+    def write_core_register(self, regsel: int, value: int) -> None: ...
+
+    def request_reset(self, cause: str) -> None: ...
+
+    def set_breakpoints(self, addresses: Tuple[int, ...]) -> None: ...
+
+
 class SystemControlSpace:
     """Registers of the PPB (0xE000_0000..0xE00F_FFFF), shared by the core and the debugger.
 
@@ -245,9 +278,13 @@ class SystemControlSpace:
     are ignored.
     """
 
-    def __init__(self, chip: Chip) -> None:
-        self.chip = chip
-        self.rom_ids = CLONE_ROM_IDS if chip.faults.clone else ST_ROM_IDS
+    def __init__(self, core: DebugCore, clock: VirtualClock, part: Part, clone: bool,
+                 freeze_changed: Callable[[], None]) -> None:
+        self._core = core
+        self._clock = clock
+        self._part = part
+        self._freeze_changed = freeze_changed  # the chip: the IWDG follows DBGMCU_APB1_FZ.DBG_IWDG_STOP
+        self.rom_ids = CLONE_ROM_IDS if clone else ST_ROM_IDS
         self.dcrdr = 0
         self.c_step = False
         self.c_maskints = False
@@ -279,7 +316,7 @@ class SystemControlSpace:
 
     def reset_debug(self) -> None:
         """A power-on reset of the debug domain: DWT, FPB, ITM, DBGMCU (RM0090 38.16: DBGMCU is reset by POR
-        only). DHCSR.C_DEBUGEN and DEMCR live in the chip and are cleared there."""
+        only). DHCSR.C_DEBUGEN and DEMCR live in the core and are cleared there."""
         self.dwt_ctrl = 0
         self._cyc_value = 0
         self._cyc_since_ps = 0
@@ -291,18 +328,18 @@ class SystemControlSpace:
         self.dbgmcu_apb1_fz = 0
         self.dbgmcu_apb2_fz = 0
         self._plain = {k: v for k, v in self._plain.items() if SCS_BASE <= k < SCS_BASE + 0x1000}
-        self.chip.breakpoints_changed()
+        self._core.set_breakpoints(self.breakpoint_addresses())
 
     # --- DWT CYCCNT: derived from the virtual clock -------------------------------------------------------
     def _cyc_should_count(self) -> bool:
-        chip = self.chip
-        return (bool(self.dwt_ctrl & DWT_CTRL_CYCCNTENA) and bool(chip.demcr & DEMCR_TRCENA)
-                and not chip.halted and not chip.nrst_asserted)
+        core = self._core
+        return (bool(self.dwt_ctrl & DWT_CTRL_CYCCNTENA) and bool(core.demcr & DEMCR_TRCENA)
+                and not core.halted and not core.held_in_reset)
 
     def sync_cycle_counter(self) -> None:
         """Bring CYCCNT up to the clock, then count (or not) from now on. The chip calls this whenever the
         core halts, resumes or resets; CYCCNT does not count while the core is halted (ARMv7-M C1.8.6)."""
-        now = self.chip.clock.now_ps
+        now = self._clock.now_ps
         if self._cyc_counting:
             cycles = (now - self._cyc_since_ps) // CYCLE_PS
             self._cyc_value = (self._cyc_value + cycles) & 0xFFFF_FFFF
@@ -405,7 +442,7 @@ class SystemControlSpace:
 
     # --- SCS ------------------------------------------------------------------------------------------------
     def _read_scs(self, offset: int) -> int:
-        chip = self.chip
+        core = self._core
         if offset in SCS_IDS:
             return SCS_IDS[offset]
         if offset in ID_REGISTERS:
@@ -420,19 +457,19 @@ class SystemControlSpace:
             return 0
         simple = {
             CPUID: CPUID_VALUE,
-            ICSR: chip.active_exception & 0x1FF,
+            ICSR: core.active_exception & 0x1FF,
             VTOR: self.vtor,
             AIRCR: (AIRCR_VECTKEYSTAT << 16) | (self.prigroup << AIRCR_PRIGROUP_SHIFT),
             ACTLR: self.actlr,
             CCR: self.ccr,
             CFSR: self.cfsr,
             HFSR: self.hfsr,
-            DFSR: chip.dfsr,
+            DFSR: core.dfsr,
             MMFAR: self.mmfar,
             BFAR: self.bfar,
             CPACR: self.cpacr,
             MPU_TYPE: MPU_TYPE_VALUE,
-            DEMCR_OFF: chip.demcr,
+            DEMCR_OFF: core.demcr,
             DCRDR_OFF: self.dcrdr,
             DCRSR_OFF: 0,
             STIR: 0,
@@ -447,29 +484,29 @@ class SystemControlSpace:
         return self._plain.get(SCS_BASE + offset, 0)
 
     def _read_dhcsr(self) -> int:
-        chip = self.chip
+        core = self._core
         value = S_REGRDY
-        if chip.debugen:
+        if core.debugen:
             value |= C_DEBUGEN
             value |= C_STEP if self.c_step else 0
             value |= C_MASKINTS if self.c_maskints else 0
-        if chip.halted:
+        if core.halted:
             value |= C_HALT | S_HALT
-        if chip.sleeping:
+        if core.sleeping:
             value |= S_SLEEP
-        if chip.lockup:
+        if core.lockup:
             value |= S_LOCKUP
         # S_RETIRE_ST and S_RESET_ST are sticky and clear on read (ARMv7-M C1.6.2).
-        if chip.retired:
+        if core.retired:
             value |= S_RETIRE_ST
-            chip.retired = False
-        if chip.reset_seen:
+            core.retired = False
+        if core.reset_seen:
             value |= S_RESET_ST
-            chip.reset_seen = False
+            core.reset_seen = False
         return value
 
     def _write_scs(self, offset: int, value: int, from_core: bool) -> None:
-        chip = self.chip
+        core = self._core
         if offset in SCS_IDS or offset in ID_REGISTERS or offset in (CPUID, ICTR, MPU_TYPE, MVFR0, MVFR1):
             return  # read-only
         if NVIC_ISER <= offset < NVIC_ISER + 0x20:
@@ -495,7 +532,7 @@ class SystemControlSpace:
         elif offset == HFSR:
             self.hfsr &= ~value
         elif offset == DFSR:
-            chip.dfsr &= ~value
+            core.dfsr &= ~value
         elif offset == MMFAR:
             self.mmfar = value
         elif offset == BFAR:
@@ -510,13 +547,13 @@ class SystemControlSpace:
         elif offset == DCRSR_OFF:
             regsel = value & DCRSR_REGSEL_MASK
             if value & DCRSR_REGWNR:
-                chip.write_core_register(regsel, self.dcrdr)
+                core.write_core_register(regsel, self.dcrdr)
             else:
-                self.dcrdr = chip.read_core_register(regsel)
+                self.dcrdr = core.read_core_register(regsel)
         elif offset == DCRDR_OFF:
             self.dcrdr = value
         elif offset == DEMCR_OFF:
-            chip.demcr = value & DEMCR_WRITABLE
+            core.demcr = value & DEMCR_WRITABLE
             self.sync_cycle_counter()
         elif offset == STIR:
             return
@@ -528,31 +565,31 @@ class SystemControlSpace:
             return  # ARMv7-M B3.2.6: writes without VECTKEY are ignored
         self.prigroup = (value >> AIRCR_PRIGROUP_SHIFT) & 7
         if value & AIRCR_SYSRESETREQ:
-            self.chip.request_reset("sysresetreq")
+            self._core.request_reset("sysresetreq")
         elif value & AIRCR_VECTRESET:
-            self.chip.request_reset("vectreset")
+            self._core.request_reset("vectreset")
 
     def _write_dhcsr(self, value: int) -> None:
         """Debugger write to DHCSR: needs DBGKEY in bits 31:16 (ARMv7-M C1.6.2)."""
         if value >> 16 != DHCSR_DBGKEY:
             return
-        chip = self.chip
-        chip.debugen = bool(value & C_DEBUGEN)
-        if not chip.debugen:
+        core = self._core
+        core.debugen = bool(value & C_DEBUGEN)
+        if not core.debugen:
             self.c_step = self.c_maskints = False
-            if chip.halted:
-                chip.resume()  # clearing C_DEBUGEN leaves Debug state
+            if core.halted:
+                core.resume()  # clearing C_DEBUGEN leaves Debug state
             return
         self.c_maskints = bool(value & C_MASKINTS)
         self.c_step = bool(value & C_STEP)
         if value & C_HALT:
-            if not chip.halted:
-                chip.halt(DFSR_HALTED)
-        elif chip.halted:
+            if not core.halted:
+                core.halt(DFSR_HALTED)
+        elif core.halted:
             if self.c_step:
-                chip.step()
+                core.step()
             else:
-                chip.resume()
+                core.resume()
 
     # --- DWT ------------------------------------------------------------------------------------------------
     def _read_dwt(self, offset: int) -> int:
@@ -563,8 +600,8 @@ class SystemControlSpace:
         if offset == DWT_CYCCNT_OFF:
             return self.cyccnt
         if offset == DWT_PCSR_OFF:
-            chip = self.chip
-            return 0xFFFF_FFFF if chip.halted else chip.read_core_register(15)
+            core = self._core
+            return 0xFFFF_FFFF if core.halted else core.read_core_register(15)
         return self._plain.get(DWT_BASE + offset, 0)
 
     def _write_dwt(self, offset: int, value: int) -> None:
@@ -577,7 +614,7 @@ class SystemControlSpace:
         elif offset == DWT_CYCCNT_OFF:
             self.sync_cycle_counter()
             self._cyc_value = value & 0xFFFF_FFFF
-            self._cyc_since_ps = self.chip.clock.now_ps
+            self._cyc_since_ps = self._clock.now_ps
         else:
             self._plain[DWT_BASE + offset] = value
 
@@ -601,7 +638,7 @@ class SystemControlSpace:
         if offset == FP_CTRL_OFF:
             if value & FP_CTRL_KEY:  # FP_CTRL.ENABLE changes only with KEY=1
                 self.fp_ctrl_enable = bool(value & FP_CTRL_ENABLE)
-                self.chip.breakpoints_changed()
+                self._core.set_breakpoints(self.breakpoint_addresses())
             return
         if offset == FP_REMAP_OFF:
             self.fp_remap = value & 0x1FFF_FFE0
@@ -609,7 +646,7 @@ class SystemControlSpace:
         index = (offset - FP_COMP0_OFF) >> 2
         if 0 <= index < len(self.fp_comp):
             self.fp_comp[index] = value & 0xDFFF_FFFD
-            self.chip.breakpoints_changed()
+            self._core.set_breakpoints(self.breakpoint_addresses())
             return
         self._plain[FPB_BASE + offset] = value
 
@@ -617,7 +654,7 @@ class SystemControlSpace:
     def _read_dbgmcu(self, offset: int) -> int:
         address = DBGMCU_BASE + offset
         if address == DBGMCU_IDCODE:
-            part = self.chip.part
+            part = self._part
             return (part.rev_id << 16) | part.dev_id
         if address == DBGMCU_CR:
             return self.dbgmcu_cr
@@ -632,9 +669,8 @@ class SystemControlSpace:
         if address == DBGMCU_CR:
             self.dbgmcu_cr = value & DBGMCU_CR_WRITABLE
         elif address == DBGMCU_APB1_FZ:
-            self.chip.before_freeze_change()
             self.dbgmcu_apb1_fz = value & DBGMCU_APB1_FZ_WRITABLE
-            self.chip.after_freeze_change()
+            self._freeze_changed()
         elif address == DBGMCU_APB2_FZ:
             self.dbgmcu_apb2_fz = value & DBGMCU_APB2_FZ_WRITABLE
         elif address != DBGMCU_IDCODE:
