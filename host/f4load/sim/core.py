@@ -131,7 +131,6 @@ def scan_block(code: bytes) -> Tuple[int, bool]:
     return max(count, 1), stores
 
 
-
 def new_cortex_m4() -> Uc:
     """A Unicorn Cortex-M4 with an empty address space (memory.py maps storage, bus.py the peripherals)."""
     uc = Uc(UC_ARCH_ARM, UC_MODE_THUMB | UC_MODE_MCLASS)

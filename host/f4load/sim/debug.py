@@ -29,13 +29,14 @@ what non-ST F4 look-alikes typically show.
 
 `DebugPort` is the SW-DP (DPv1, IDR 0x2BA0_1477) with one AHB-AP (APSEL 0, IDR 0x2477_0011); APs 1-3 read IDR 0.
 It is the one way a probe front-end (the pyocd plugin `probe.py`, the ST-Link firmware `stlink.py`) reaches the
-chip: DP/AP registers, memory through the AHB-AP, the NRST pin, the target voltage, and time passing. See its
-docstring for the register protocol.
+chip, and `DebugAccess` says all a front-end may do: DP/AP registers, memory through the AHB-AP, the NRST pin,
+the target voltage, and time passing. The port itself reaches the chip only through `DebugTarget` (the
+debugger's bus, NRST, the supply, the power-cycle count, time). See its docstring for the register protocol.
 """
 from __future__ import annotations
 
 from functools import partial
-from typing import TYPE_CHECKING, Callable, Dict, Optional, Protocol, Tuple, TypeVar
+from typing import Callable, Dict, Optional, Protocol, Tuple, TypeVar
 
 from f4load.part import Part
 from f4load.registers import DBGMCU_APB1_FZ, DBGMCU_APB2_FZ, DBGMCU_CR, DBGMCU_IDCODE, ROM_TABLE_BASE
@@ -43,9 +44,6 @@ from f4load.sim.clock import CYCLE_PS, VirtualClock
 from f4load.sim.flash import BusFault, BusWait
 
 T = TypeVar("T")
-
-if TYPE_CHECKING:
-    from f4load.sim.chip import Chip
 
 # --- component bases (ARMv7-M B3.1, Cortex-M4 TRM) -----------------------------------------------------------
 PPB_START = 0xE000_0000
@@ -743,8 +741,86 @@ CSW_RESET = 0x0300_0040 | 0x2  # HPROT data+privileged, word size (DeviceEn is r
 TAR_WRAP = 0x1000  # auto-increment wraps within 4 KB (ADIv5 guarantees only 1 KB; the model allows 4 KB)
 
 
+class DebugTarget(Protocol):
+    """The chip as its debug port reaches it (`chip.Chip`): the AHB behind the AHB-AP, the pins and the supply
+    beside the SWD wire, and time."""
+
+    clock: VirtualClock
+    debugger_wait_limit_ps: Optional[int]  # a stall longer than this is a WAIT the probe gives up on
+    nrst_asserted: bool  # the NRST pin held low
+    debugger_attached: bool  # the RDP level 1 intrusion rule
+
+    @property
+    def power_cycles(self) -> int:
+        """Power-level resets so far: each one powers the debug domain down."""
+
+    @property
+    def supply_voltage(self) -> float: ...
+
+    def bus_read(self, address: int, size: int) -> int: ...
+
+    def bus_write(self, address: int, size: int, value: int) -> None: ...
+
+    def bus_read_block(self, address: int, length: int) -> bytes: ...
+
+    def bus_write_block(self, address: int, data: bytes) -> None: ...
+
+    def advance(self, ps: int) -> None: ...
+
+    def run_until_halted(self, limit_ps: int) -> bool: ...
+
+
+class DebugAccess(Protocol):
+    """What a probe front-end may do with the target, and all it may do: the in-process pyocd probe
+    (probe.py) and the ST-Link firmware (stlink.py) reach the chip only through this. `DebugPort` implements
+    it; see its docstring for the rules."""
+
+    wait_limit_ps: Optional[int]  # how long the probe keeps retrying a WAIT (None: for ever)
+    nrst: bool  # the NRST pin the probe drives: True while held low
+
+    # --- the SWD wire: DP and AP registers ------------------------------------------------------------------
+    def read_dp(self, addr: int) -> int: ...
+
+    def write_dp(self, addr: int, value: int) -> None: ...
+
+    @property
+    def powered(self) -> bool:
+        """CTRL/STAT: the debug domain is powered up (the AP can be used)."""
+
+    def read_ap(self, addr: int) -> int:
+        """An AP register, `addr` = (APSEL << 24) | register, or the raw form with SELECT."""
+
+    def write_ap(self, addr: int, value: int) -> None: ...
+
+    def ap_read(self, apsel: int, reg: int) -> int: ...
+
+    def ap_write(self, apsel: int, reg: int, value: int) -> None: ...
+
+    # --- memory through the AHB-AP, as a probe's firmware does it in one go -----------------------------------
+    def read_memory(self, address: int, length: int, size: int = 4, increment: bool = True) -> bytes: ...
+
+    def write_memory(self, address: int, data: bytes, size: int = 4, increment: bool = True) -> None: ...
+
+    # --- beside the wire: the debugger's connection, the supply, time ------------------------------------------
+    @property
+    def target_voltage(self) -> float: ...
+
+    def attach(self) -> None: ...
+
+    def detach(self) -> None: ...
+
+    def pass_time(self, ps: int) -> None:
+        """The probe's own time passes for the chip (its core runs, its flash works)."""
+
+    def run_until_halted(self, limit_ps: int) -> bool: ...
+
+    @property
+    def now_ps(self) -> int: ...
+
+
 class DebugPort:
-    """The SW-DP and AHB-AP register model that the probe plugin drives.
+    """The SW-DP and AHB-AP register model that the probe front-ends drive (`DebugAccess`), on a chip it
+    reaches through `DebugTarget`.
 
     `read_dp(addr)`/`write_dp(addr, value)`: DP registers by A[3:2] (0x0 IDR/ABORT, 0x4 CTRL/STAT, 0x8 SELECT,
     0xC RDBUFF); bank bits above bit 3 (MANAGED_DPBANKSEL) are ignored (DPv1 has no banked registers that
@@ -775,7 +851,7 @@ class DebugPort:
     `pass_time` (the probe's own time: the link, a reset pulse; the core runs meanwhile).
     """
 
-    def __init__(self, chip: Chip) -> None:
+    def __init__(self, chip: DebugTarget) -> None:
         self.chip = chip
         self._power_cycles = chip.power_cycles
         self.wait_limit_ps: Optional[int] = None
@@ -995,15 +1071,15 @@ class DebugPort:
     @property
     def target_voltage(self) -> float:
         """VDD as the probe measures it (an ST-Link's TVCC input)."""
-        return float(self.chip.faults.supply_voltage)
+        return self.chip.supply_voltage
 
     def attach(self) -> None:
         """A debugger connects (SWD): under RDP level 1 the flash is then closed to every read (RM0090 3.7.3)."""
         self._follow_power()
-        self.chip.flash.debugger_attached = True
+        self.chip.debugger_attached = True
 
     def detach(self) -> None:
-        self.chip.flash.debugger_attached = False
+        self.chip.debugger_attached = False
 
     def pass_time(self, ps: int) -> None:
         """Let `ps` of virtual time pass for the chip (its core runs, its flash works): the probe's link

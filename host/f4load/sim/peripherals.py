@@ -2,7 +2,8 @@
 
 Each class answers register reads and writes at offsets from its base (`read(offset, size)`,
 `write(offset, value, size)`); sub-word accesses read or merge the addressed byte lanes. Register names and
-bits come from `f4load.registers`.
+bits come from `f4load.registers`. `WatchdogClock` is the IWDG as the chip clocks it: counted up to the virtual
+clock before every access, and stopped while the chip holds it (in reset, or halted with DBG_IWDG_STOP).
 """
 from __future__ import annotations
 
