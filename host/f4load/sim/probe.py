@@ -55,7 +55,7 @@ from f4load.sim.clock import DEFAULT_LINK_MODEL, LINK_MODELS, PS_PER_MS, PS_PER_
 
 if TYPE_CHECKING:
     from f4load.sim.chip import Chip
-    from f4load.sim.debug import DebugAccess
+    from f4load.sim.debug_port import DebugAccess
 
 LOG = logging.getLogger(__name__)
 
@@ -259,7 +259,7 @@ class SimProbe(DebugProbe):
 
     def _memory_command(self, words: int) -> DebugAccess:
         """A memory command: accounted, then the debug domain ready for the AHB-AP (module docstring)."""
-        from f4load.sim.debug import (
+        from f4load.sim.debug_port import (
             ABORT_STKERRCLR,
             CDBGPWRUPREQ,
             CSYSPWRUPREQ,
@@ -505,7 +505,7 @@ class _OpenChip:
         except sim_state.SimStateError as error:
             raise exceptions.ProbeError(f"f4sim: {error}") from None
         from f4load.sim.chip import Chip
-        from f4load.sim.debug import DebugPort
+        from f4load.sim.debug_port import DebugPort
 
         self.chip = Chip(chip_state.faults, chip_state)
         self.chip.power_on()

@@ -126,7 +126,7 @@ class Board:
     def __init__(self, name: Optional[str], directory: Path, personality: Personality, fault_spec: str = "") -> None:
         from f4load.sim import state as sim_state
         from f4load.sim.chip import Chip
-        from f4load.sim.debug import DebugPort
+        from f4load.sim.debug_port import DebugPort
         from f4load.sim.faults import FaultSpecError, parse_fault_spec
 
         self.name = name or "default"

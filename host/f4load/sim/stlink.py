@@ -59,7 +59,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from f4load.registers import DCRDR, DCRSR, DHCSR, SCS_AIRCR
 from f4load.sim.clock import PS_PER_MS, PS_PER_S
-from f4load.sim.debug import (
+from f4load.sim.debug_port import (
     ABORT_ORUNERRCLR,
     ABORT_STKCMPCLR,
     ABORT_STKERRCLR,
