@@ -460,10 +460,10 @@ def _recent_runs(session: Session, image_hint: str) -> Check:
         summary = f"{runs} failures, the latest {last.what_happened()}"
     fix = None
     if last.outcome == "reset" and last.reset_cause in reset_causes.SUPPLY_CAUSES:
-        details.append("a reset in the middle of an erase with the supply flags is the supply collapsing under the "
-                       "erase current: " + reset_causes.SUPPLY_STEP)
+        details.append("a reset with the supply flags in the middle of an erase or a program is the supply "
+                       "collapsing under the flash's current: " + reset_causes.SUPPLY_STEP)
         fix = (f"check the supply and the VCAP1/VCAP2 capacitors; meanwhile f4load {image_hint} --psize x8   "
-               "(an x8 erase draws less current than x32)")
+               "(x8 draws less current than x32)")
     elif last.outcome == "reset" and last.reset_flags is not None:
         details.append(reset_causes.classify(last.reset_flags).next_step)
     elif last.outcome == "flash error" and last.sr_bits:

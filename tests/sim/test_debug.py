@@ -14,7 +14,8 @@ import pytest
 from f4load.registers import DBGMCU_IDCODE, DCRDR, DCRSR, DEMCR, DHCSR, DWT_CTRL, DWT_CYCCNT, ROM_TABLE_BASE
 from f4load.sim.chip import Chip
 from f4load.sim.clock import PS_PER_MS, PS_PER_US
-from f4load.sim.debug import DFSR_BKPT, DebugPort
+from f4load.sim.debug import DFSR_BKPT
+from f4load.sim.debug_port import DebugPort
 from f4load.sim.faults import Faults
 from f4load.sim.flash import BusFault
 

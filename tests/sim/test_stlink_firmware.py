@@ -21,7 +21,7 @@ from f4load import registers as reg
 from f4load.sim import stlink
 from f4load.sim.chip import Chip
 from f4load.sim.clock import PS_PER_MS, PS_PER_S
-from f4load.sim.debug import DebugPort
+from f4load.sim.debug_port import DebugPort
 from f4load.sim.faults import Faults
 from f4load.sim.usb_link import USB_LINKS
 

@@ -1,15 +1,17 @@
-"""The virtual STM32F407's bus: the debugger's AHB-AP accesses and the core's MMIO, dispatched per region.
+"""The virtual STM32F407's bus: what answers each address, for the debugger's AHB-AP and for the core.
 
-`ChipBus` holds the `Chip` methods (chip.py is the façade; the shared state is declared in base.py) that move
-data: `bus_read`/`bus_write`/`bus_*_block` for the debugger (BusFault on error, no time except a stall on a
-busy flash), the Unicorn MMIO callbacks for the core, and one handler per region shared by both
-(`memory_map.py` says what backs each address). FLASH_SR reads by the core go through poll skipping and
-FLASH_CR writes and flash stores through the BSY stall (flash_wait.py).
+`Bus` dispatches every access by region (`memory_map.py` says what backs each address): flash and RAM go to
+`Memory`, FLASH registers and stores into flash to the `FlashPort` (which makes them wait while BSY=1), the
+PPB to the `SystemControlSpace`, the other peripherals to the handlers the chip wired onto the memory map
+(`periph_read`/`periph_write`: one pair per 1 KB block, RM0090 Table 1; a block without one reads 0, as an
+unclocked peripheral), the OTP page and the option bytes to read-only views of the option image.
 
-Core stores into flash: a `UC_HOOK_MEM_WRITE_PROT` hook that returns True makes Unicorn *perform* the store
-into the read-only mapping (it does not skip it; unicorn 2.1.4). A core store into flash is therefore given to
-the flash model and the bytes the model holds are put back before anything else can look at them
-(`_flash_fixups`).
+Two masters share it:
+- The debugger (`read`/`write`/`read_block`/`write_block`, the chip's `bus_*`): a failed access raises
+  BusFault; no time passes except while a flash access stalls on a busy flash.
+- The core (Unicorn): MMIO callbacks for the peripheral regions, a `UC_HOOK_MEM_WRITE_PROT` hook for stores
+  into flash and system memory (`memory.py` explains the fixups that hook needs), a hook for unmapped and
+  forbidden accesses. A failed core access ends the core's run with a fault (`CoreSide`).
 
 Bus errors of core data accesses (simplified ARMv7-M B1.5, B3.2.8): a load's fault is precise (PRECISERR,
 BFARVALID, BFAR); a store's is imprecise (IMPRECISERR, stacked PC is the store's) unless ACTLR.DISDEFWBUF
@@ -18,20 +20,29 @@ turns the write buffer off (Cortex-M4 TRM 4.3.2), then precise. A precise fault 
 runs (this is how the stub writes flash keys safely). Otherwise the fault escalates (exceptions.py).
 Unmapped accesses always fault (no BFHFNMIGN there).
 
-RDP level 1 with a debugger attached: the flash model reports `reads_blocked`; the chip then removes read and
-execute permission from the flash mappings (core.py), so the core faults on flash too (RM0090 3.7.3) and the
-debugger gets BusFault.
+RDP level 1 with a debugger attached: the flash model reports `reads_blocked`; the core then runs with flash
+unreadable (`Memory.protect_flash`), so it faults on flash too (RM0090 3.7.3), and the debugger gets BusFault.
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Callable, Dict, Iterator, Optional, Protocol, Tuple
 
-from unicorn import UC_MEM_FETCH_PROT, UC_MEM_FETCH_UNMAPPED, Uc, UcError
+from unicorn import (
+    UC_HOOK_MEM_FETCH_PROT,
+    UC_HOOK_MEM_FETCH_UNMAPPED,
+    UC_HOOK_MEM_READ_PROT,
+    UC_HOOK_MEM_READ_UNMAPPED,
+    UC_HOOK_MEM_WRITE_PROT,
+    UC_HOOK_MEM_WRITE_UNMAPPED,
+    UC_MEM_FETCH_PROT,
+    UC_MEM_FETCH_UNMAPPED,
+    Uc,
+    UcError,
+)
 
 from f4load.part import OPTION_BYTES, SRAM_START, SYSTEM_MEMORY
 from f4load.registers import FLASH_BASE
-from f4load.sim.base import ChipBase
 from f4load.sim.debug import (
     ACTLR_DISDEFWBUF,
     CCR_BFHFNMIGN,
@@ -42,9 +53,13 @@ from f4load.sim.debug import (
     CFSR_PRECISERR,
     PPB_END,
     PPB_START,
+    SystemControlSpace,
 )
-from f4load.sim.flash import BusFault
+from f4load.sim.flash import BusFault, FlashInterface, OptionBytes
+from f4load.sim.flash_port import FlashPort
+from f4load.sim.memory import Memory
 from f4load.sim.memory_map import (
+    MMIO_REGIONS,
     OPTION_PAGE_SIZE,
     OTP_PAGE,
     OTP_PAGE_SIZE,
@@ -53,105 +68,121 @@ from f4load.sim.memory_map import (
     PERIPH_START,
     check_access,
     flash_offset,
-    model_address,
     option_bytes_read,
     otp_page_bytes,
-    region_kind,
     split_accesses,
 )
 
+PeriphRead = Callable[[int, int], int]  # (offset, size) -> value
+PeriphWrite = Callable[[int, int, int], None]  # (offset, value, size)
 
-class ChipBus(ChipBase):
-    """The bus's part of `Chip` (see the module docstring)."""
+
+class CoreSide(Protocol):
+    """What the bus needs of the core (core.py) when a core access goes wrong or touches a peripheral."""
+
+    loop_io: bool  # set on every MMIO access: an idle loop is one without I/O
+
+    def stop_run(self, reason: Tuple) -> None:
+        """End the run after the current access (a fault the core then takes)."""
+
+    def abort_access(self, reason: Tuple) -> None:
+        """The access in progress fails and Unicorn ends the run with an error; `reason` says why."""
+
+    def priority_below_zero(self) -> bool:
+        """Execution priority -1 or -2 (FAULTMASK, or in HardFault or NMI)."""
+
+
+class Bus:
+    """Region dispatch for the debugger and the core (module docstring)."""
+
+    def __init__(self, memory: Memory, flash: FlashInterface, flash_port: FlashPort, scs: SystemControlSpace,
+                 core: CoreSide, periph_read: Dict[int, PeriphRead], periph_write: Dict[int, PeriphWrite],
+                 options: OptionBytes, unique_id: bytes, f_size: int) -> None:
+        self.memory = memory
+        self._flash = flash
+        self._flash_port = flash_port
+        self._scs = scs
+        self._core = core
+        self._periph_read = periph_read
+        self._periph_write = periph_write
+        self._options = options
+        self._unique_id = unique_id
+        self._f_size = f_size  # what F_SIZE reads (bytes; a fault may make it lie)
+        uc = memory.uc
+        for base, size in MMIO_REGIONS:
+            uc.mmio_map(base, size, self._mmio_read, base, self._mmio_write, base)
+        uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._on_store_to_readonly)
+        uc.hook_add(UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED | UC_HOOK_MEM_FETCH_UNMAPPED
+                    | UC_HOOK_MEM_FETCH_PROT | UC_HOOK_MEM_READ_PROT, self._on_bad_access)
 
     # ==========================================================================================================
     # The debugger's bus (AHB-AP). Raises BusFault; runs no time except where a flash access stalls.
-    def bus_read(self, address: int, size: int) -> int:
+    def read(self, address: int, size: int) -> int:
         address &= 0xFFFF_FFFF
         check_access(address, size)
-        kind = self._kind(address, size)
+        kind = self.memory.kind(address, size)
         if kind == "flash":
-            if self.flash.reads_blocked:
+            if self._flash.reads_blocked:
                 raise BusFault(f"flash read at {address:#010x} blocked: RDP level 1 with a debugger attached")
-            self._stall_debugger_read_while_busy(address)
+            self._flash_port.debugger_read(address)
             offset = flash_offset(address)
-            return int.from_bytes(self._flash_mem[offset:offset + size], "little")
+            return int.from_bytes(self.memory.flash[offset:offset + size], "little")
         if kind in ("ram", "sysmem"):
-            return int.from_bytes(self.uc.mem_read(address, size), "little")
+            return int.from_bytes(self.memory.read_ram(address, size), "little")
         if kind == "mmio":
             return self._io_read(address, size, core=False)
         raise BusFault(f"no memory at {address:#010x}")
 
-    def bus_write(self, address: int, size: int, value: int) -> None:
+    def write(self, address: int, size: int, value: int) -> None:
         address &= 0xFFFF_FFFF
         check_access(address, size)
         value &= (1 << (8 * size)) - 1
-        kind = self._kind(address, size)
+        kind = self.memory.kind(address, size)
         if kind == "flash" or kind == "sysmem":
-            self._debugger_store_to_flash(address, size, value)
+            self._flash_port.debugger_store(address, size, value)
         elif kind == "ram":
-            self.uc.mem_write(address, value.to_bytes(size, "little"))
-            self._dirty.append((address, address + size))
+            self.memory.write_ram(address, value.to_bytes(size, "little"))
         elif kind == "mmio":
             self._io_write(address, size, value, core=False)
         else:
             raise BusFault(f"no memory at {address:#010x}")
 
-    def bus_read_block(self, address: int, length: int) -> bytes:
+    def read_block(self, address: int, length: int) -> bytes:
         address &= 0xFFFF_FFFF
         if length <= 0:
             return b""
-        kind = self._kind(address, length)
-        if kind == "flash" and not self.flash.reads_blocked:
+        kind = self.memory.kind(address, length)
+        if kind == "flash" and not self._flash.reads_blocked:
             with _fault_at(address):
-                self._stall_debugger_read_while_busy(address)
+                self._flash_port.debugger_read(address)
             offset = flash_offset(address)
-            return bytes(self._flash_mem[offset:offset + length])
+            return bytes(self.memory.flash[offset:offset + length])
         if kind in ("ram", "sysmem"):
-            return bytes(self.uc.mem_read(address, length))
+            return self.memory.read_ram(address, length)
         out = bytearray()
         for chunk_address, size in split_accesses(address, length):
             with _fault_at(chunk_address):
-                out += self.bus_read(chunk_address, size).to_bytes(size, "little")
+                out += self.read(chunk_address, size).to_bytes(size, "little")
         return bytes(out)
 
-    def bus_write_block(self, address: int, data: bytes) -> None:
+    def write_block(self, address: int, data: bytes) -> None:
         address &= 0xFFFF_FFFF
         if not data:
             return
-        if self._kind(address, len(data)) == "ram":
-            self.uc.mem_write(address, bytes(data))
-            self._dirty.append((address, address + len(data)))
+        if self.memory.kind(address, len(data)) == "ram":
+            self.memory.write_ram(address, data)
             return
         position = 0
         for chunk_address, size in split_accesses(address, len(data)):
             with _fault_at(chunk_address):
-                self.bus_write(chunk_address, size, int.from_bytes(data[position:position + size], "little"))
+                self.write(chunk_address, size, int.from_bytes(data[position:position + size], "little"))
             position += size
-
-    def _kind(self, address: int, length: int) -> str:
-        """What backs [address, address + length) (memory_map.region_kind)."""
-        return region_kind(address, length, self._flash_size)
-
-    def _stall_debugger_read_while_busy(self, address: int) -> None:
-        """A debugger read of main flash while BSY=1 stalls until the operation ends (one bank: every flash
-        read waits for an erase or program, digest "Rules that matter"); time passes. With BSY stuck the
-        transfer never completes: the probe sees a fault."""
-        self._stall_debugger_while_busy()
-        if self.flash.busy:
-            raise BusFault(f"flash read at {address:#010x} stalled: BSY never clears")
-
-    def _debugger_store_to_flash(self, address: int, size: int, value: int) -> None:
-        """A debugger store into flash or the system area: the AHB stalls while BSY=1, then the model rules."""
-        self._stall_debugger_while_busy()
-        self.flash.write_flash(model_address(address), size, value)
-        self._flash_changed = True
 
     # ==========================================================================================================
     # MMIO: one handler per region, shared by the core and the debugger.
     def _mmio_read(self, uc: Uc, offset: int, size: int, base: int) -> int:
         address = base + offset
-        self._loop_io = True
+        self._core.loop_io = True
         try:
             return self._io_read(address, size, core=True)
         except BusFault:
@@ -160,54 +191,55 @@ class ChipBus(ChipBase):
 
     def _mmio_write(self, uc: Uc, offset: int, size: int, value: int, base: int) -> None:
         address = base + offset
-        self._loop_io = True
+        self._core.loop_io = True
         try:
             self._io_write(address, size, value, core=True)
         except BusFault:
-            self._core_bus_fault(address, precise=bool(self.scs.actlr & ACTLR_DISDEFWBUF))
+            self._core_bus_fault(address, precise=bool(self._scs.actlr & ACTLR_DISDEFWBUF))
 
     def _core_bus_fault(self, address: int, precise: bool) -> None:
         """A bus error on a core load or store to a peripheral (a wrong flash key, an unmodelled PPB
         register). A load's fault is precise; a store's only when ACTLR.DISDEFWBUF turns the write buffer off
         (Cortex-M4 TRM 4.3.2), else it is imprecise. A precise fault while the execution priority is below 0
         (FAULTMASK set, or in HardFault/NMI) with CCR.BFHFNMIGN set is ignored (ARMv7-M B3.2.8): CFSR and BFAR
-        record it and the instruction completes (the store does nothing, a load reads 0)."""
+        record it and the instruction completes (the store does nothing, a load reads 0). (MMIO callbacks run
+        only inside a run, so the fault always ends one.)"""
+        scs = self._scs
         if not precise:
-            self._core_fault(CFSR_IMPRECISERR)
+            self._core.stop_run(("fault", CFSR_IMPRECISERR, None))
             return
-        if self.scs.ccr & CCR_BFHFNMIGN and self._priority_below_zero():
-            self.scs.cfsr |= CFSR_PRECISERR | CFSR_BFARVALID
-            self.scs.bfar = address
+        if scs.ccr & CCR_BFHFNMIGN and self._core.priority_below_zero():
+            scs.cfsr |= CFSR_PRECISERR | CFSR_BFARVALID
+            scs.bfar = address
             return
-        self._core_fault(CFSR_PRECISERR | CFSR_BFARVALID, bfar=address)
+        self._core.stop_run(("fault", CFSR_PRECISERR | CFSR_BFARVALID, address))
 
     def _io_read(self, address: int, size: int, core: bool) -> int:
         if PPB_START <= address < PPB_END:
-            return self.scs.read(address, size, from_core=core)
+            return self._scs.read(address, size, from_core=core)
         if PERIPH_START <= address < PERIPH_END:
             block = address & ~(PERIPH_BLOCK - 1)
+            if block == FLASH_BASE:  # the flash port needs to know who reads (poll skipping)
+                return self._flash_port.read_register(address - block, size, core)
             reader = self._periph_read.get(block)
             if reader is None:
                 return 0  # not modelled: reads as an unclocked peripheral
-            if block == FLASH_BASE:
-                return self._flash_register_read(address - block, size, core)
             return reader(address - block, size)
         if OTP_PAGE <= address < OTP_PAGE + OTP_PAGE_SIZE:
-            f_size = self._flash_size if self.faults.f_size_kb is None else self.faults.f_size_kb * 1024
-            page = otp_page_bytes(self.options.otp, self.unique_id, f_size, address, size)
+            page = otp_page_bytes(self._options.otp, self._unique_id, self._f_size, address, size)
             return int.from_bytes(page, "little")
         if OPTION_BYTES <= address < OPTION_BYTES + OPTION_PAGE_SIZE:
-            return option_bytes_read(self.options.optcr, address, size)
+            return option_bytes_read(self._options.optcr, address, size)
         raise BusFault(f"no memory at {address:#010x}")
 
     def _io_write(self, address: int, size: int, value: int, core: bool) -> None:
         if PPB_START <= address < PPB_END:
-            self.scs.write(address, value, size, from_core=core)
+            self._scs.write(address, value, size, from_core=core)
             return
         if PERIPH_START <= address < PERIPH_END:
             block = address & ~(PERIPH_BLOCK - 1)
-            if block == FLASH_BASE:
-                self._flash_register_write(address - block, size, value, core)
+            if block == FLASH_BASE:  # the flash port needs to know who writes (stalls)
+                self._flash_port.write_register(address - block, value, size, core)
                 return
             writer = self._periph_write.get(block)
             if writer is not None:
@@ -215,91 +247,55 @@ class ChipBus(ChipBase):
             return
         if OTP_PAGE <= address < OTP_PAGE + OTP_PAGE_SIZE or OPTION_BYTES <= address < OPTION_BYTES + OPTION_PAGE_SIZE:
             if core:
-                self._core_flash_store(address, size, value)
+                self._flash_port.core_store(address, size, value)
             else:
-                self._debugger_store_to_flash(address, size, value)
+                self._flash_port.debugger_store(address, size, value)
             return
         raise BusFault(f"no memory at {address:#010x}")
-
-    def _iwdg_read(self, offset: int, size: int) -> int:
-        self._sync_iwdg()
-        return self.iwdg.read(offset, size)
-
-    def _iwdg_write(self, offset: int, value: int, size: int) -> None:
-        self._sync_iwdg()
-        self.iwdg.write(offset, value, size)
 
     # ==========================================================================================================
     # Core stores into read-only memory (flash, system memory), bad accesses, memory as the core sees it.
     def _on_store_to_readonly(self, uc: Uc, access: int, address: int, size: int, value: int, _: object) -> bool:
         """Unicorn performs the store after this returns True; the model's bytes are restored afterwards."""
-        self._apply_flash_fixups()
+        memory = self.memory
+        memory.apply_fixups()
         if address < SYSTEM_MEMORY:
-            offset = flash_offset(address)
-            self._core_flash_store(address, size, value)
-            self._flash_fixups.append((offset, bytes(self._flash_mem[offset:offset + size])))
+            self._flash_port.core_store(address, size, value)
+            memory.keep_flash(address, size)
         else:
             before = bytes(uc.mem_read(address, size))
-            self._core_flash_store(address, size, value)
-            self._flash_fixups.append((-address, before))  # negative: a Unicorn address, not a flash offset
+            self._flash_port.core_store(address, size, value)
+            memory.keep_system(address, before)
         return True
-
-    def _core_flash_store(self, address: int, size: int, value: int) -> None:
-        if self.flash.busy and self._in_run and not self._wait_for_flash_in_run():
-            return
-        self.flash.write_flash(model_address(address), size, value)
-        self._flash_changed = True
-
-    def _apply_flash_fixups(self) -> None:
-        if not self._flash_fixups:
-            return
-        fixups, self._flash_fixups = self._flash_fixups, []
-        for where, data in fixups:
-            if where >= 0:
-                self._flash_mem[where:where + len(data)] = data
-            else:
-                self.uc.mem_write(-where, data)
 
     def _on_bad_access(self, uc: Uc, access: int, address: int, size: int, value: int, _: object) -> bool:
         if access in (UC_MEM_FETCH_UNMAPPED, UC_MEM_FETCH_PROT):
             # The vendor/system regions (0xE000_0000..) are execute-never: a MemManage IACCVIOL; anything
             # else (CCM on the D-bus only, unmapped code) is an instruction bus error.
             bits = CFSR_IACCVIOL if address >= PPB_START else CFSR_IBUSERR
-            self._stop = ("fault", bits, None)
+            self._core.abort_access(("fault", bits, None))
         else:
-            self._stop = ("fault", CFSR_PRECISERR | CFSR_BFARVALID, address)  # a data access: precise
+            self._core.abort_access(("fault", CFSR_PRECISERR | CFSR_BFARVALID, address))  # a data access: precise
         return False
 
-    def _core_fault(self, cfsr: int, bfar: Optional[int] = None) -> None:
-        """A bus error reported by an MMIO handler during a core access."""
-        if self._in_run:
-            self._stop_run(("fault", cfsr, bfar))
-        else:
-            self._take_fault(cfsr, bfar)
-
-    def _core_read32(self, address: int) -> Optional[int]:
-        """A word as the core would read it (None: bus error)."""
-        if self._kind(address, 4) == "flash":
-            if self.flash.reads_blocked:
+    def core_read32(self, address: int) -> Optional[int]:
+        """A word as the core would read it (None: bus error): vector table entries."""
+        if self.memory.kind(address, 4) == "flash":
+            if self._flash.reads_blocked:
                 return None
             offset = flash_offset(address)
-            return int.from_bytes(self._flash_mem[offset:offset + 4], "little")
+            return int.from_bytes(self.memory.flash[offset:offset + 4], "little")
         try:
-            return int.from_bytes(self.uc.mem_read(address, 4), "little")
+            return int.from_bytes(self.memory.uc.mem_read(address, 4), "little")
         except UcError:
             return None
 
-    def _executable(self, address: int) -> bool:
-        kind = self._kind(address, 2)
+    def executable(self, address: int) -> bool:
+        """Whether the core can fetch an instruction at `address` (an exception handler's address)."""
+        kind = self.memory.kind(address, 2)
         if kind == "flash":
-            return not self.flash.reads_blocked
+            return not self._flash.reads_blocked
         return kind == "sysmem" or (kind == "ram" and address >= SRAM_START)
-
-    def _halfword(self, address: int) -> Optional[int]:
-        try:
-            return int.from_bytes(self.uc.mem_read(address, 2), "little")
-        except UcError:
-            return None
 
 
 @contextmanager

@@ -1,8 +1,13 @@
-"""The virtual STM32F407's Cortex-M4 core: Unicorn, running for a time budget, idle loops, halting.
+"""The virtual STM32F407's Cortex-M4 core: Unicorn, running for a slice of time, idle loops, halting, registers.
 
-`ChipCore` holds the `Chip` methods (chip.py is the façade; the shared state is declared in base.py) that run
-the core: the Unicorn instance and its hooks, `advance`/`run_until_halted`, idle-loop detection, the
-translation cache, halt/resume/step and the register file.
+`Core` owns the Unicorn CPU (`new_cortex_m4` makes it; `memory.py` and `bus.py` map the address space onto
+it), the block and interrupt hooks, the core's run and debug state (halted, locked up, sleeping, held in reset;
+DHCSR.C_DEBUGEN, DEMCR, DFSR, S_RESET_ST, S_RETIRE_ST), the register file with IPSR and the nest of active
+exceptions, and the FPB breakpoint hooks. It runs when the chip gives it a slice of time (`run_until`, from
+`Chip.advance`) or a single step. What it does not settle itself it hands on: faults, SVC and exception returns
+to the exception model (`exceptions.py`), a reset requested while it runs to the reset controller
+(`resets.py`), code fetches while the flash is busy to the flash port (`flash_port.py`), and every change of
+its run state to the chip (`run_state_changed`: the IWDG and CYCCNT follow it).
 
 Unicorn facts this module relies on (measured with unicorn 2.1.4):
 - `emu_stop()` in a block hook stops before that block runs; in an MMIO callback or a memory hook it abandons
@@ -11,34 +16,27 @@ Unicorn facts this module relies on (measured with unicorn 2.1.4):
 - BKPT arrives as `UC_HOOK_INTR` 7 with PC on the BKPT; SVC as 2 with PC after it; a branch to an EXC_RETURN
   value as 8 (EXCP_EXCEPTION_EXIT). WFI ends `emu_start` normally with PC after the WFI; WFE and YIELD end it
   with UC_ERR_INSN_INVALID and PC after them; UDF with UC_ERR_INSN_INVALID and PC on it.
-- Unicorn keeps translated code after host-side writes: ranges the debugger writes, and flash whose contents
-  the model changed, are removed from the translation cache before the core runs again.
-(The store-into-flash fact is in bus.py.)
+- Unicorn keeps translated code after host-side writes (memory.py removes it before the core runs again).
 
-Time (docs/sim.md): `advance(ps)` moves `clock.now_ps` forward by exactly `ps`, handling events (end of a flash
-operation, IWDG expiry, a reset the flash model asks for) at their time. While it is not halted, sleeping,
-locked up, in reset or stalled, the core runs one instruction per 62.5 ns cycle (16 MHz HSI). Instructions are
-counted per translated block (`UC_HOOK_BLOCK`; the count comes from the Thumb-2 encoding, cached per block);
-a block starts while any budget is left, so the core may run ahead of the clock by less than one block, and
-that debt is paid from the next budget. MMIO callbacks see the time at the start of their block.
-`run_until_halted(limit)` advances until the core halts (the clock stops there) or the limit passes.
-
-Poll skipping and stalls on a busy flash (how the core's time jumps while it waits for BSY) are in
-flash_wait.py.
+Time (docs/sim.md): while it is not halted, sleeping, locked up, held in reset or stalled, the core runs one
+instruction per 62.5 ns cycle (16 MHz HSI). Instructions are counted per translated block (`UC_HOOK_BLOCK`; the
+count comes from the Thumb-2 encoding, cached per block in `Memory.block_sizes`); a block starts while any
+budget is left, so the core may run ahead of the clock by less than one block (`core_ps`), and that debt is
+paid from the next slice. MMIO callbacks see the time at the start of their block. How the core's time jumps
+while it waits for a busy flash is flash_port.py's (through `wait_until` and `stop_run`).
 
 Idle loops: a block without stores that branches to itself and comes back with every register unchanged and
-no MMIO access repeats until something outside the core changes: the rest of the budget is idle
-(`_watch_loop`). Sleep (WFI/WFE) lasts until a halt or a reset: no interrupts are modelled.
+no MMIO access (`loop_io`, set by the bus) repeats until something outside the core changes: the rest of the
+slice is idle (`_watch_loop`). Sleep (WFI/WFE) lasts until a halt or a reset: no interrupts are modelled.
 
 Ctrl-C (SIGINT, SIGTERM): Python would raise KeyboardInterrupt in whatever runs when the signal arrives, most
-often one of the Unicorn callbacks below, where ctypes swallows it or it leaves the chip half updated. So
-`advance` and `step` run with signals deferred (f4load.interrupt): the hooks never see a Python exception from
-a signal, and the request is raised when the chip's state is consistent again.
+often one of the Unicorn callbacks, where ctypes swallows it or it leaves the chip half updated. So
+`Chip.advance` and `step` run with signals deferred (f4load.interrupt): the hooks never see a Python exception
+from a signal, and the request is raised when the chip's state is consistent again.
 """
 from __future__ import annotations
 
-import ctypes
-from typing import List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Protocol, Tuple
 
 from unicorn import (
     UC_ARCH_ARM,
@@ -46,29 +44,21 @@ from unicorn import (
     UC_HOOK_BLOCK,
     UC_HOOK_CODE,
     UC_HOOK_INTR,
-    UC_HOOK_MEM_FETCH_PROT,
-    UC_HOOK_MEM_FETCH_UNMAPPED,
-    UC_HOOK_MEM_READ_PROT,
-    UC_HOOK_MEM_READ_UNMAPPED,
-    UC_HOOK_MEM_WRITE_PROT,
-    UC_HOOK_MEM_WRITE_UNMAPPED,
     UC_MODE_MCLASS,
     UC_MODE_THUMB,
-    UC_PROT_ALL,
-    UC_PROT_EXEC,
-    UC_PROT_NONE,
-    UC_PROT_READ,
-    UC_PROT_WRITE,
     Uc,
     UcError,
 )
 from unicorn import arm_const as arm
 
 from f4load import interrupt
-from f4load.part import CCM_SIZE, CCM_START, FLASH_START, SRAM_SIZE, SRAM_START, SYSTEM_MEMORY, SYSTEM_MEMORY_SIZE
+from f4load.part import CCM_START
 from f4load.registers import FLASH_SR_BSY
 from f4load.sim.armv7m import (
     GP_REGS,
+    HARDFAULT,
+    LOCKUP_PC,
+    NMI,
     REGSEL_FPSCR,
     REGSEL_MSP,
     REGSEL_PC,
@@ -80,8 +70,7 @@ from f4load.sim.armv7m import (
     SVCALL,
     XPSR_T,
 )
-from f4load.sim.base import ChipBase
-from f4load.sim.clock import CYCLE_PS
+from f4load.sim.clock import CYCLE_PS, VirtualClock
 from f4load.sim.debug import (
     CFSR_IACCVIOL,
     CFSR_IBUSERR,
@@ -91,9 +80,12 @@ from f4load.sim.debug import (
     DFSR_BKPT,
     DFSR_HALTED,
     HFSR_DEBUGEVT,
+    HFSR_FORCED,
     PPB_START,
 )
-from f4load.sim.memory_map import MMIO_REGIONS, system_memory_image
+from f4load.sim.flash import FlashInterface
+from f4load.sim.flash_port import FlashPort
+from f4load.sim.memory import Memory
 
 # emu_start's "until": an odd address, never equal to a Thumb PC, so only our hooks end a run.
 NEVER = 0xFFFF_FFFF
@@ -139,138 +131,142 @@ def scan_block(code: bytes) -> Tuple[int, bool]:
     return max(count, 1), stores
 
 
-class ChipCore(ChipBase):
-    """The core's part of `Chip` (see the module docstring)."""
+def new_cortex_m4() -> Uc:
+    """A Unicorn Cortex-M4 with an empty address space (memory.py maps storage, bus.py the peripherals)."""
+    uc = Uc(UC_ARCH_ARM, UC_MODE_THUMB | UC_MODE_MCLASS)
+    uc.ctl_set_cpu_model(arm.UC_CPU_ARM_CORTEX_M4)
+    return uc
 
-    # ==========================================================================================================
-    # Unicorn setup
-    def _build_unicorn(self) -> Uc:
-        uc = Uc(UC_ARCH_ARM, UC_MODE_THUMB | UC_MODE_MCLASS)
-        uc.ctl_set_cpu_model(arm.UC_CPU_ARM_CORTEX_M4)
-        pointer = ctypes.addressof(self._flash_c)
-        uc.mem_map_ptr(FLASH_START, self._flash_size, UC_PROT_READ | UC_PROT_EXEC, pointer)
-        uc.mem_map_ptr(0, self._flash_size, UC_PROT_READ | UC_PROT_EXEC, pointer)  # boot alias (BOOT0=0)
-        uc.mem_map(SRAM_START, SRAM_SIZE, UC_PROT_ALL)
-        uc.mem_map(CCM_START, CCM_SIZE, UC_PROT_READ | UC_PROT_WRITE)  # D-bus only: not executable
-        uc.mem_map(SYSTEM_MEMORY, SYSTEM_MEMORY_SIZE, UC_PROT_READ | UC_PROT_EXEC)
-        uc.mem_write(SYSTEM_MEMORY, system_memory_image())
-        for base, size in MMIO_REGIONS:
-            uc.mmio_map(base, size, self._mmio_read, base, self._mmio_write, base)
+
+class ExceptionEntry(Protocol):
+    """What the core hands to the exception model (exceptions.py) when an instruction ends in an exception."""
+
+    def take_fault(self, cfsr: int, bfar: Optional[int] = None, hfsr: int = HFSR_FORCED) -> None:
+        """A fault with these CFSR/HFSR bits (and BFAR): HardFault, or lockup."""
+
+    def enter_exception(self, number: int, return_pc: int) -> None:
+        """Exception entry (SVCall), returning to `return_pc`."""
+
+    def exception_return(self) -> None:
+        """A branch to an EXC_RETURN value."""
+
+
+class Core:
+    """The Cortex-M4 (module docstring): built on `uc` with the chip's memory and flash model; `connect`
+    gives it the parts built after it that it hands things on to."""
+
+    _exceptions: ExceptionEntry
+    _flash_port: FlashPort
+    _reset: Callable[[str], None]  # the reset controller's reset(cause)
+
+    def __init__(self, uc: Uc, clock: VirtualClock, memory: Memory, flash: FlashInterface,
+                 run_state_changed: Callable[[], None]) -> None:
+        self.uc = uc
+        self._clock = clock
+        self._memory = memory
+        self._fixups = memory.fixups  # the same list: checked for every block
+        self._block_sizes = memory.block_sizes
+        self._flash = flash
+        self._run_state_changed = run_state_changed
+        # --- run and debug state (docs/sim.md) ------------------------------------------------------------
+        self.halted = False
+        self.lockup = False
+        self.sleeping = False
+        self.held_in_reset = False  # NRST is low: no instruction runs (resets.py)
+        self.debugen = False  # DHCSR.C_DEBUGEN
+        self.demcr = 0
+        self.dfsr = 0
+        self.reset_seen = False  # DHCSR.S_RESET_ST
+        self.retired = False  # DHCSR.S_RETIRE_ST
+        # --- registers beside Unicorn's -------------------------------------------------------------------
+        self.thumb = True  # EPSR.T
+        self.active_exception = 0  # IPSR
+        self.exception_stack: List[int] = []  # the exceptions the active one preempted (exceptions.py)
+        # --- a run ------------------------------------------------------------------------------------------
+        self.core_ps = 0  # when the core's next instruction executes (may run ahead of the clock)
+        self.deadline = 0  # the end of the current slice
+        self.in_run = False  # inside emu_start
+        self.stepping = False  # the run is one DHCSR.C_STEP
+        self.block_address = -1  # the translated block the core is executing
+        self.loop_io = False  # an MMIO access happened since the idle-loop snapshot (set by the bus)
+        self._idle_until: Optional[int] = None  # idle loop: the core waits until then
+        self._wait_flash = False  # stalled on a flash access while BSY=1
+        self._stop: Optional[Tuple] = None  # why the current run stopped (set by hooks)
+        self._pending_reset: Optional[str] = None  # a reset asked for inside the run
+        self._resume_pc: Optional[int] = None  # an FPB breakpoint here is skipped once after a resume
+        self._loop_address = -1
+        self._loop_count = 0
+        self._loop_snapshot: Optional[List[int]] = None
+        self._breakpoints: Tuple[int, ...] = ()
+        self._bp_hooks: Dict[int, int] = {}
+        # --- counters for tests and tools -----------------------------------------------------------------
+        self.instructions = 0
+        self.idle_loops = 0
         uc.hook_add(UC_HOOK_BLOCK, self._on_block)
         uc.hook_add(UC_HOOK_INTR, self._on_interrupt)
-        uc.hook_add(UC_HOOK_MEM_WRITE_PROT, self._on_store_to_readonly)
-        uc.hook_add(UC_HOOK_MEM_READ_UNMAPPED | UC_HOOK_MEM_WRITE_UNMAPPED | UC_HOOK_MEM_FETCH_UNMAPPED
-                    | UC_HOOK_MEM_FETCH_PROT | UC_HOOK_MEM_READ_PROT, self._on_bad_access)
-        return uc
+
+    def connect(self, exceptions: ExceptionEntry, flash_port: FlashPort, reset: Callable[[str], None]) -> None:
+        """The parts built after the core (they need it) that the core hands things on to."""
+        self._exceptions = exceptions
+        self._flash_port = flash_port
+        self._reset = reset
 
     # ==========================================================================================================
-    # Running for a time budget
-    def advance(self, ps: int) -> None:
-        """Let `ps` picoseconds pass: the core runs if it can, flash operations progress, the IWDG counts.
-
-        Ctrl-C never lands inside Unicorn or its callbacks: signals are only recorded while the chip runs
-        (f4load.interrupt.deferred) and raised as Interrupted when `advance` returns, with the chip in a
-        consistent state - unless a host around it defers them too (f4load's Session), which then stops at
-        its own safe point."""
-        if ps < 0:
-            raise ValueError("virtual time cannot go backwards")
-        with interrupt.deferred(raise_on_exit=True):
-            self._advance(ps)
-
-    def _advance(self, ps: int) -> None:
-        target = self.clock.now_ps + ps
-        while True:
-            self._process_events()
-            now = self.clock.now_ps
-            if now >= target or (self.halted and self._halt_stops_advance):
-                break
-            end = target
-            runs = self._core_can_run()
-            event = self._next_event_ps(runs)
-            if event is not None and event < end:
-                end = event
-            if runs:
-                self._run_until(end)
-            else:
-                self.clock.now_ps = end
-
-    def run_until_halted(self, limit_ps: int) -> bool:
-        """Advance until the core halts or `limit_ps` has passed, whichever is first (the clock stops at the
-        halt, give or take the rest of the block). True if the core is halted. For hosts with no link cost."""
-        end = self.clock.now_ps + limit_ps
-        while not self.halted and self.clock.now_ps < end:
-            self._halt_stops_advance = True
-            try:
-                self.advance(end - self.clock.now_ps)
-            finally:
-                self._halt_stops_advance = False
-        return self.halted
-
-    _halt_stops_advance = False
-
-    def _core_can_run(self) -> bool:
-        if self.halted or self.lockup or self.sleeping or self._nrst:
+    # Running for a slice of time (Chip.advance decides the slices)
+    def can_run(self) -> bool:
+        """Whether the core executes now: not halted, locked up, asleep, held in reset, still stalled on a busy
+        flash or idling."""
+        if self.halted or self.lockup or self.sleeping or self.held_in_reset:
             return False
         if self._wait_flash:
-            if self.flash.busy:
+            if self._flash.busy:
                 return False
             self._wait_flash = False
         if self._idle_until is not None:
-            if self.clock.now_ps < self._idle_until:
+            if self._clock.now_ps < self._idle_until:
                 return False
             self._idle_until = None
         return True
 
-    def _next_event_ps(self, core_runs: bool) -> Optional[int]:
-        """The next time something must happen outside the core. The normal end of a flash operation is not
-        an event while the core runs: the core sees it when it next touches the flash (each access brings the
-        model up to time), so a program loop needs no restart per word. A cut (reset_during) always is."""
-        flash_next = self.flash.next_event_ps()
-        if core_runs and flash_next is not None and flash_next == self.flash.busy_until_ps():
-            flash_next = None
-        times = [flash_next, self.iwdg.expiry_ps(self._iwdg_counting), self._idle_until]
-        if self._wait_flash:
-            times.append(self.flash.busy_until_ps())
-        present = [t for t in times if t is not None and t > self.clock.now_ps]
-        return min(present) if present else None
+    def wake_times(self) -> Tuple[Optional[int], Optional[int]]:
+        """When a waiting core can run again: the end of its idling, the end of the flash operation it is
+        stalled on (None where it does not wait)."""
+        return self._idle_until, self._flash.busy_until_ps() if self._wait_flash else None
 
-    def _process_events(self) -> None:
-        self._sync_iwdg()
-        self.flash.on_time()
-        if self.iwdg.expired:
-            self.reset("iwdg")
-
-    def _run_until(self, end: int) -> None:
-        now = self.clock.now_ps
-        if self._core_ps < now:
-            self._core_ps = now  # a core that waited starts now; one that ran ahead keeps its debt
-        if self._core_ps >= end:
-            self.clock.now_ps = end
+    def run_until(self, end: int) -> None:
+        """Run until `end` (`can_run` said yes): the clock stops at `end`, or where the run stopped early
+        (a halt, a fault, a stall, a reset)."""
+        clock = self._clock
+        now = clock.now_ps
+        if self.core_ps < now:
+            self.core_ps = now  # a core that waited starts now; one that ran ahead keeps its debt
+        if self.core_ps >= end:
+            clock.now_ps = end
             return
         if not self._prepare_run():
             return
-        self._deadline = end
+        self.deadline = end
         self._loop_address = -1
         self._run_emulation(count=0)
-        if self._stop is not None and self._stop[0] == "budget" or self._stop is None and self._core_ps >= end:
-            self.clock.now_ps = end
+        if self._stop is not None and self._stop[0] == "budget" or self._stop is None and self.core_ps >= end:
+            clock.now_ps = end
         else:
-            self.clock.now_ps = max(now, min(self._core_ps, end))
+            clock.now_ps = max(now, min(self.core_ps, end))
         self._finish_run()
 
     def _prepare_run(self) -> bool:
         """Flush stale code and check the state the core would start in; False if it faulted instead."""
-        self._flush_dirty_code()
-        self._sync_flash_protection()
-        if not self._thumb:
-            self._take_fault(CFSR_INVSTATE)  # EPSR.T = 0: the first instruction takes a UsageFault
+        self._memory.flush_stale_code()
+        self._memory.protect_flash(self._flash.reads_blocked)
+        if not self.thumb:
+            self._exceptions.take_fault(CFSR_INVSTATE)  # EPSR.T = 0: the first instruction takes a UsageFault
             return False
         return True
 
     def _run_emulation(self, count: int) -> None:
         uc = self.uc
         self._stop = None
-        self._in_run = True
+        self.in_run = True
         pc = uc.reg_read(arm.UC_ARM_REG_PC)
         try:
             uc.emu_start(pc | 1, NEVER, 0, count)
@@ -278,8 +274,8 @@ class ChipCore(ChipBase):
             if self._stop is None:
                 self._stop = self._classify_error(error)
         finally:
-            self._in_run = False
-            self._apply_flash_fixups()
+            self.in_run = False
+            self._memory.apply_fixups()
 
     def _classify_error(self, error: UcError) -> Tuple:
         pc = self.uc.reg_read(arm.UC_ARM_REG_PC)
@@ -298,68 +294,93 @@ class ChipCore(ChipBase):
         self._stop = None
         if self._pending_reset is not None:
             cause, self._pending_reset = self._pending_reset, None
-            self.reset(cause)
+            self._reset(cause)
             return
         if reason is None:
-            if not self._stepping and self._halfword(self.uc.reg_read(arm.UC_ARM_REG_PC) - 2) == WFI:
-                self._enter_sleep()
+            if not self.stepping and self._halfword(self.uc.reg_read(arm.UC_ARM_REG_PC) - 2) == WFI:
+                self.sleeping = True
             return
         kind = reason[0]
         if kind == "bkpt":
             if self.debugen:
                 self.halt(DFSR_BKPT)
             else:
-                self._take_fault(0, hfsr=HFSR_DEBUGEVT)  # BKPT without a debugger escalates (ARMv7-M C1.4)
+                self._exceptions.take_fault(0, hfsr=HFSR_DEBUGEVT)  # BKPT without a debugger escalates (C1.4)
         elif kind == "fpb":
             self.halt(DFSR_BKPT)
         elif kind == "fault":
-            self._take_fault(reason[1], reason[2])
+            self._exceptions.take_fault(reason[1], reason[2])
         elif kind == "svc":
-            self._enter_exception(SVCALL, self.uc.reg_read(arm.UC_ARM_REG_PC))
+            self._exceptions.enter_exception(SVCALL, self.uc.reg_read(arm.UC_ARM_REG_PC))
         elif kind == "exception_return":
-            self._exception_return()
+            self._exceptions.exception_return()
         elif kind == "idle":
             self._idle_until = reason[1]
         elif kind == "stall":
             self._wait_flash = True
         elif kind == "sleep":
-            self._enter_sleep()
+            self.sleeping = True
 
-    def _enter_sleep(self) -> None:
-        self.sleeping = True
+    def _halfword(self, address: int) -> Optional[int]:
+        try:
+            return int.from_bytes(self.uc.mem_read(address, 2), "little")
+        except UcError:
+            return None
 
-    def _stop_run(self, reason: Tuple) -> None:
+    # --- what the bus and the flash port do to a run (bus.CoreSide, flash_port.CoreTiming) ---------------------
+    def stop_run(self, reason: Tuple) -> None:
+        """End the run: the first reason given is the one acted on."""
         if self._stop is None:
             self._stop = reason
         self.uc.emu_stop()
 
+    def abort_access(self, reason: Tuple) -> None:
+        """The access in progress fails (a memory hook returns False): Unicorn ends the run with an error,
+        and this is why."""
+        self._stop = reason
+
+    def wait_until(self, when: int) -> None:
+        """The core's time moves on to `when` as if it had waited (never back)."""
+        self.core_ps = max(self.core_ps, when)
+
+    def request_reset(self, cause: str) -> None:
+        """A reset asked for by the core (AIRCR), the flash model (reset_during) or the debugger: at once when
+        the core is not running, else as soon as the current instruction is abandoned."""
+        if self.in_run:
+            self._pending_reset = cause
+            self.uc.emu_stop()
+        else:
+            self._reset(cause)
+
+    def priority_below_zero(self) -> bool:
+        """Execution priority -1 or -2: FAULTMASK set, or the HardFault or NMI handler active (B1.5.4)."""
+        return bool(self.uc.reg_read(arm.UC_ARM_REG_FAULTMASK) & 1) or self.active_exception in (NMI, HARDFAULT)
+
     # ==========================================================================================================
     # Hooks: instruction counting, idle loops, interrupts, FPB breakpoints
     def _on_block(self, uc: Uc, address: int, size: int, _: object) -> None:
-        if self._flash_fixups:
-            self._apply_flash_fixups()
-        if self.flash.sr & FLASH_SR_BSY:  # (the attribute, not the property: this runs for every block)
-            self.clock.now_ps = max(self.clock.now_ps, min(self._core_ps, self._deadline))
-            self.flash.on_time()  # an operation that ended during the previous block
-            if address < CCM_START and self.flash.busy and not self._wait_for_flash_in_run():
-                return  # code fetches from flash stall while it erases or programs (single bank, RM0090 3.5)
-        self._block_address = address
+        if self._fixups:
+            self._memory.apply_fixups()
+        # (FLASH_SR's attribute, not the property: this runs for every block)
+        if self._flash.sr & FLASH_SR_BSY and not self._flash_port.code_fetch(address):
+            return  # code fetches from flash stall while it erases or programs (single bank, RM0090 3.5)
+        self.block_address = address
         if address < CCM_START:
-            self._flash_code_cached = True
+            self._memory.flash_code_cached = True
         scanned = self._block_sizes.get((address, size))
         if scanned is None:
             scanned = scan_block(bytes(uc.mem_read(address, size)))
             self._block_sizes[(address, size)] = scanned
         n = scanned[0]
-        if self._stepping:
+        if self.stepping:
             self.instructions += 1
             self.retired = True
             return
-        if self._core_ps >= self._deadline:
-            self._stop_run(("budget",))
+        if self.core_ps >= self.deadline:
+            self.stop_run(("budget",))
             return
-        self.clock.now_ps = self._core_ps
-        self._core_ps += n * CYCLE_PS
+        self._clock.now_ps = self.core_ps
+        self.core_ps += n * CYCLE_PS
         self.instructions += n
         self.retired = True
         if address == self._loop_address:
@@ -369,18 +390,10 @@ class ChipCore(ChipBase):
             self._loop_address = address
             self._loop_count = 0
 
-    _loop_address = -1
-
-    _loop_count = 0
-
-    _loop_snapshot: Optional[List[int]] = None
-
-    _loop_io = False
-
     def _watch_loop(self, uc: Uc) -> None:
         """Idle-loop detection: a block without stores that branches to itself and comes back twice with every
         register and flag unchanged, without an MMIO access, repeats forever until something outside the core
-        changes; the rest of the budget is idle. (A loop polling RAM that the debugger writes stays correct:
+        changes; the rest of the slice is idle. (A loop polling RAM that the debugger writes stays correct:
         the debugger writes only between runs.) After a mismatch the loop is left alone for a while, so a
         counting loop pays for a register snapshot only once every 64 iterations."""
         self._loop_count += 1
@@ -388,84 +401,54 @@ class ChipCore(ChipBase):
             return
         if self._loop_count == 4:
             self._loop_snapshot = [uc.reg_read(r) for r in _LOOP_REGS]
-            self._loop_io = False
+            self.loop_io = False
             return
         snapshot = [uc.reg_read(r) for r in _LOOP_REGS]
-        if self._loop_io or snapshot != self._loop_snapshot:
+        if self.loop_io or snapshot != self._loop_snapshot:
             self._loop_count = -60
             return
         if self._loop_count >= 6:
             self.idle_loops += 1
-            self._stop_run(("idle", self._deadline))
+            self.stop_run(("idle", self.deadline))
 
     def _on_interrupt(self, uc: Uc, intno: int, _: object) -> None:
         if intno == INTR_BKPT:
-            self._stop_run(("bkpt",))
+            self.stop_run(("bkpt",))
         elif intno == INTR_EXCEPTION_EXIT:
-            self._stop_run(("exception_return",))
+            self.stop_run(("exception_return",))
         elif intno == INTR_SWI:
-            self._stop_run(("svc",))
+            self.stop_run(("svc",))
         elif intno == INTR_PREFETCH_ABORT:
             pc = uc.reg_read(arm.UC_ARM_REG_PC)
-            self._stop_run(("fault", CFSR_IACCVIOL if pc >= PPB_START else CFSR_IBUSERR, None))
+            self.stop_run(("fault", CFSR_IACCVIOL if pc >= PPB_START else CFSR_IBUSERR, None))
         elif intno == INTR_DATA_ABORT:
-            self._stop_run(("fault", CFSR_PRECISERR, None))
+            self.stop_run(("fault", CFSR_PRECISERR, None))
         else:
-            self._stop_run(("fault", _USAGE_FAULTS.get(intno, CFSR_UNDEFINSTR), None))
+            self.stop_run(("fault", _USAGE_FAULTS.get(intno, CFSR_UNDEFINSTR), None))
 
     def _on_breakpoint(self, uc: Uc, address: int, size: int, _: object) -> None:
         if address == self._resume_pc:
             self._resume_pc = None
             return
-        if address in self.scs.breakpoint_addresses():
-            self._stop_run(("fpb",))
+        if address in self._breakpoints:
+            self.stop_run(("fpb",))
 
-    def breakpoints_changed(self) -> None:
-        """FPB comparators or FP_CTRL changed: hook exactly the enabled addresses (a ranged UC_HOOK_CODE costs
-        nothing elsewhere)."""
-        uc = getattr(self, "uc", None)
-        scs = getattr(self, "scs", None)
-        if uc is None or scs is None:
-            return
-        wanted = set(scs.breakpoint_addresses())
+    def set_breakpoints(self, addresses: Tuple[int, ...]) -> None:
+        """The FPB's enabled code comparators (debug.py) changed: hook exactly these addresses (a ranged
+        UC_HOOK_CODE costs nothing elsewhere)."""
+        self._breakpoints = addresses
+        wanted = set(addresses)
+        uc = self.uc
         for address in list(self._bp_hooks):
             if address not in wanted:
                 uc.hook_del(self._bp_hooks.pop(address))
         for address in wanted:
             if address not in self._bp_hooks:
                 self._bp_hooks[address] = uc.hook_add(UC_HOOK_CODE, self._on_breakpoint, None, address, address)
-        self._flush_all_code()
+        self._memory.flush_all_code()
 
     # ==========================================================================================================
-    # Translation cache and flash protection
-    def _flush_dirty_code(self) -> None:
-        if self._flash_changed and self._flash_code_cached:
-            self._flush_all_code()
-        self._flash_changed = False
-        if self._dirty:
-            dirty, self._dirty = self._dirty, []
-            for start, end in dirty:
-                self.uc.ctl_remove_cache(start, end)
-            self._block_sizes.clear()
-
-    def _flush_all_code(self) -> None:
-        for start, size in ((0, self._flash_size), (FLASH_START, self._flash_size), (SRAM_START, SRAM_SIZE),
-                            (SYSTEM_MEMORY, SYSTEM_MEMORY_SIZE)):
-            self.uc.ctl_remove_cache(start, start + size)
-        self._block_sizes.clear()
-        self._flash_code_cached = False
-
-    def _sync_flash_protection(self) -> None:
-        """RDP level 1 with a debugger attached: the core may neither read nor execute flash (RM0090 3.7.3)."""
-        prot = UC_PROT_NONE if self.flash.reads_blocked else UC_PROT_READ | UC_PROT_EXEC
-        if prot != self._flash_prot:
-            self.uc.mem_protect(FLASH_START, self._flash_size, prot)
-            self.uc.mem_protect(0, self._flash_size, prot)
-            self._flash_prot = prot
-            self._flush_all_code()
-
-    # ==========================================================================================================
-    # Halting, stepping and the register file (debug)
+    # Halting, stepping, resets and the register file (debug)
     def halt(self, dfsr_bits: int) -> None:
         """Enter Debug state (the DFSR bits say why). Ends sleep, lockup, idling and stalls; the instruction
         that was waiting runs again after `resume`."""
@@ -478,7 +461,7 @@ class ChipCore(ChipBase):
         self.sleeping = False
         self._idle_until = None
         self._wait_flash = False
-        self._poll_since = None
+        self._flash_port.forget_polls()
         self._run_state_changed()
 
     def resume(self) -> None:
@@ -486,8 +469,8 @@ class ChipCore(ChipBase):
             return
         self.halted = False
         self._resume_pc = self.uc.reg_read(arm.UC_ARM_REG_PC)
-        self._core_ps = self.clock.now_ps
-        self._poll_since = None
+        self.core_ps = self._clock.now_ps
+        self._flash_port.forget_polls()
         self._run_state_changed()
 
     def step(self) -> None:
@@ -498,20 +481,64 @@ class ChipCore(ChipBase):
             self._step()
 
     def _step(self) -> None:
-        self._stepping = True
+        self.stepping = True
         try:
             if self._prepare_run():
                 self._resume_pc = self.uc.reg_read(arm.UC_ARM_REG_PC)
                 self._run_emulation(count=1)
                 self._finish_run()
         finally:
-            self._stepping = False
+            self.stepping = False
         self._idle_until = None
         self._wait_flash = False
         self.sleeping = False
         if not self.lockup:
             self.halted = True
         self.dfsr |= DFSR_HALTED
+
+    def lock_up(self) -> None:
+        """Lockup (ARMv7-M B1.5.15): the core stops fetching, PC 0xFFFF_FFFE, until a reset or a halt."""
+        self.lockup = True
+        self.uc.reg_write(arm.UC_ARM_REG_PC, LOCKUP_PC)
+
+    def reset(self, sp: Optional[int], pc: Optional[int]) -> None:
+        """A core reset, `sp` and `pc` the words at 0x0 and 0x4 (None: unreadable). ARMv7-M B1.5.5: SP_main from
+        vector 0, PC and EPSR.T from vector 1 (VTOR is 0 after reset); the rest of the register file, the
+        exception state and the run state from scratch; S_RESET_ST set."""
+        uc = self.uc
+        for reg in GP_REGS[:13]:
+            uc.reg_write(reg, 0)
+        uc.reg_write(arm.UC_ARM_REG_IPSR, 0)
+        uc.reg_write(arm.UC_ARM_REG_CONTROL, 0)
+        uc.reg_write(arm.UC_ARM_REG_PRIMASK, 0)
+        uc.reg_write(arm.UC_ARM_REG_BASEPRI, 0)
+        uc.reg_write(arm.UC_ARM_REG_FAULTMASK, 0)
+        uc.reg_write(arm.UC_ARM_REG_PSP, 0)
+        uc.reg_write(arm.UC_ARM_REG_LR, 0xFFFF_FFFF)
+        self.active_exception = 0
+        self.exception_stack = []
+        sp = 0xFFFF_FFFC if sp is None else sp & ~3
+        pc = 0xFFFF_FFFF if pc is None else pc
+        uc.reg_write(arm.UC_ARM_REG_MSP, sp)
+        uc.reg_write(arm.UC_ARM_REG_PC, pc & ~1)
+        self.thumb = bool(pc & 1)
+        uc.reg_write(arm.UC_ARM_REG_XPSR, XPSR_T)
+        self.halted = False
+        self.lockup = False
+        self.sleeping = False
+        self._idle_until = None
+        self._wait_flash = False
+        self._flash_port.forget_polls()
+        self._pending_reset = None
+        self._resume_pc = None
+        self.core_ps = self._clock.now_ps
+        self.reset_seen = True
+
+    def reset_debug(self) -> None:
+        """A power-level reset also resets the debug logic: C_DEBUGEN, DEMCR and DFSR clear."""
+        self.debugen = False
+        self.demcr = 0
+        self.dfsr = 0
 
     def read_core_register(self, regsel: int) -> int:
         """A register by DCRSR REGSEL number (ARMv7-M C1.6.3); unknown numbers read 0."""
@@ -522,7 +549,7 @@ class ChipCore(ChipBase):
             return uc.reg_read(arm.UC_ARM_REG_PC) & 0xFFFF_FFFF
         if regsel == REGSEL_XPSR:
             xpsr = uc.reg_read(arm.UC_ARM_REG_XPSR) & ~XPSR_T & 0xFFFF_FFFF
-            return xpsr | (XPSR_T if self._thumb else 0)
+            return xpsr | (XPSR_T if self.thumb else 0)
         if regsel == REGSEL_MSP:
             return uc.reg_read(arm.UC_ARM_REG_MSP) & 0xFFFF_FFFF
         if regsel == REGSEL_PSP:
@@ -546,7 +573,7 @@ class ChipCore(ChipBase):
         elif regsel == REGSEL_PC:
             uc.reg_write(arm.UC_ARM_REG_PC, value & ~1)
         elif regsel == REGSEL_XPSR:
-            self._thumb = bool(value & XPSR_T)
+            self.thumb = bool(value & XPSR_T)
             uc.reg_write(arm.UC_ARM_REG_XPSR, value | XPSR_T)
             self.active_exception = value & 0x1FF
         elif regsel == REGSEL_MSP:

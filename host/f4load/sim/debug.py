@@ -19,31 +19,26 @@ Anything else in the PPB is a bus error. Unknown offsets *inside* a modelled blo
 storage (reset 0), so a debugger probing an optional register does not fault.
 
 Sources: ARMv7-M Architecture Reference Manual (C1 debug, B3 system address map), Cortex-M4 TRM (component
-IDs), RM0090 38 (DBGMCU, ROM table of the STM32F4). The core state (halted, lockup, DFSR, DEMCR, C_DEBUGEN,
-S_RESET_ST) lives in the chip (`chip.py`, docs/sim.md); this module reads and writes it.
+IDs), RM0090 38 (DBGMCU, ROM table of the STM32F4). The core's run and debug state (halted, lockup, DFSR, DEMCR,
+C_DEBUGEN, S_RESET_ST) lives in the core (`core.py`); the SCS reaches it, the register file, halting and the
+FPB breakpoint hooks through `DebugCore`.
 
 Clone identity (`faults.clone`): the part's REV_ID is replaced (chip.py) and the ROM table carries ARM's
 generic Cortex-M4 ROM table identity (JEP106 0x43B, part 0x4C4) instead of ST's (0x020, part 0x413), which is
 what non-ST F4 look-alikes typically show.
 
-`DebugPort` is the SW-DP (DPv1, IDR 0x2BA0_1477) with one AHB-AP (APSEL 0, IDR 0x2477_0011); APs 1-3 read IDR 0.
-It is the one way a probe front-end (the pyocd plugin `probe.py`, the ST-Link firmware `stlink.py`) reaches the
-chip: DP/AP registers, memory through the AHB-AP, the NRST pin, the target voltage, and time passing. See its
-docstring for the register protocol.
+The SW-DP and its AHB-AP, through which the probe front-ends reach the chip, are in `debug_port.py`.
 """
 from __future__ import annotations
 
-from functools import partial
-from typing import TYPE_CHECKING, Callable, Dict, Optional, Tuple, TypeVar
+from typing import Callable, Dict, Protocol, Tuple, TypeVar
 
+from f4load.part import Part
 from f4load.registers import DBGMCU_APB1_FZ, DBGMCU_APB2_FZ, DBGMCU_CR, DBGMCU_IDCODE, ROM_TABLE_BASE
-from f4load.sim.clock import CYCLE_PS
-from f4load.sim.flash import BusFault, BusWait
+from f4load.sim.clock import CYCLE_PS, VirtualClock
+from f4load.sim.flash import BusFault
 
 T = TypeVar("T")
-
-if TYPE_CHECKING:
-    from f4load.sim.chip import Chip
 
 # --- component bases (ARMv7-M B3.1, Cortex-M4 TRM) -----------------------------------------------------------
 PPB_START = 0xE000_0000
@@ -235,6 +230,37 @@ def _lanes(offset: int, size: int) -> Tuple[int, int]:
     return (offset & 3) * 8, (1 << (8 * size)) - 1
 
 
+class DebugCore(Protocol):
+    """What the System Control Space reaches of the core (core.py): the state DHCSR, DFSR, DEMCR and ICSR
+    show, the register file (DCRSR/DCRDR), halting and stepping, reset requests (AIRCR) and the FPB's
+    breakpoints."""
+
+    halted: bool
+    sleeping: bool
+    lockup: bool
+    held_in_reset: bool
+    debugen: bool  # DHCSR.C_DEBUGEN
+    demcr: int
+    dfsr: int
+    retired: bool  # DHCSR.S_RETIRE_ST
+    reset_seen: bool  # DHCSR.S_RESET_ST
+    active_exception: int  # IPSR
+
+    def halt(self, dfsr_bits: int) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def step(self) -> None: ...
+
+    def read_core_register(self, regsel: int) -> int: ...
+
+    def write_core_register(self, regsel: int, value: int) -> None: ...
+
+    def request_reset(self, cause: str) -> None: ...
+
+    def set_breakpoints(self, addresses: Tuple[int, ...]) -> None: ...
+
+
 class SystemControlSpace:
     """Registers of the PPB (0xE000_0000..0xE00F_FFFF), shared by the core and the debugger.
 
@@ -245,9 +271,13 @@ class SystemControlSpace:
     are ignored.
     """
 
-    def __init__(self, chip: Chip) -> None:
-        self.chip = chip
-        self.rom_ids = CLONE_ROM_IDS if chip.faults.clone else ST_ROM_IDS
+    def __init__(self, core: DebugCore, clock: VirtualClock, part: Part, clone: bool,
+                 freeze_changed: Callable[[], None]) -> None:
+        self._core = core
+        self._clock = clock
+        self._part = part
+        self._freeze_changed = freeze_changed  # the chip: the IWDG follows DBGMCU_APB1_FZ.DBG_IWDG_STOP
+        self.rom_ids = CLONE_ROM_IDS if clone else ST_ROM_IDS
         self.dcrdr = 0
         self.c_step = False
         self.c_maskints = False
@@ -279,7 +309,7 @@ class SystemControlSpace:
 
     def reset_debug(self) -> None:
         """A power-on reset of the debug domain: DWT, FPB, ITM, DBGMCU (RM0090 38.16: DBGMCU is reset by POR
-        only). DHCSR.C_DEBUGEN and DEMCR live in the chip and are cleared there."""
+        only). DHCSR.C_DEBUGEN and DEMCR live in the core and are cleared there."""
         self.dwt_ctrl = 0
         self._cyc_value = 0
         self._cyc_since_ps = 0
@@ -291,18 +321,18 @@ class SystemControlSpace:
         self.dbgmcu_apb1_fz = 0
         self.dbgmcu_apb2_fz = 0
         self._plain = {k: v for k, v in self._plain.items() if SCS_BASE <= k < SCS_BASE + 0x1000}
-        self.chip.breakpoints_changed()
+        self._core.set_breakpoints(self.breakpoint_addresses())
 
     # --- DWT CYCCNT: derived from the virtual clock -------------------------------------------------------
     def _cyc_should_count(self) -> bool:
-        chip = self.chip
-        return (bool(self.dwt_ctrl & DWT_CTRL_CYCCNTENA) and bool(chip.demcr & DEMCR_TRCENA)
-                and not chip.halted and not chip.nrst_asserted)
+        core = self._core
+        return (bool(self.dwt_ctrl & DWT_CTRL_CYCCNTENA) and bool(core.demcr & DEMCR_TRCENA)
+                and not core.halted and not core.held_in_reset)
 
     def sync_cycle_counter(self) -> None:
         """Bring CYCCNT up to the clock, then count (or not) from now on. The chip calls this whenever the
         core halts, resumes or resets; CYCCNT does not count while the core is halted (ARMv7-M C1.8.6)."""
-        now = self.chip.clock.now_ps
+        now = self._clock.now_ps
         if self._cyc_counting:
             cycles = (now - self._cyc_since_ps) // CYCLE_PS
             self._cyc_value = (self._cyc_value + cycles) & 0xFFFF_FFFF
@@ -405,7 +435,7 @@ class SystemControlSpace:
 
     # --- SCS ------------------------------------------------------------------------------------------------
     def _read_scs(self, offset: int) -> int:
-        chip = self.chip
+        core = self._core
         if offset in SCS_IDS:
             return SCS_IDS[offset]
         if offset in ID_REGISTERS:
@@ -420,19 +450,19 @@ class SystemControlSpace:
             return 0
         simple = {
             CPUID: CPUID_VALUE,
-            ICSR: chip.active_exception & 0x1FF,
+            ICSR: core.active_exception & 0x1FF,
             VTOR: self.vtor,
             AIRCR: (AIRCR_VECTKEYSTAT << 16) | (self.prigroup << AIRCR_PRIGROUP_SHIFT),
             ACTLR: self.actlr,
             CCR: self.ccr,
             CFSR: self.cfsr,
             HFSR: self.hfsr,
-            DFSR: chip.dfsr,
+            DFSR: core.dfsr,
             MMFAR: self.mmfar,
             BFAR: self.bfar,
             CPACR: self.cpacr,
             MPU_TYPE: MPU_TYPE_VALUE,
-            DEMCR_OFF: chip.demcr,
+            DEMCR_OFF: core.demcr,
             DCRDR_OFF: self.dcrdr,
             DCRSR_OFF: 0,
             STIR: 0,
@@ -447,29 +477,29 @@ class SystemControlSpace:
         return self._plain.get(SCS_BASE + offset, 0)
 
     def _read_dhcsr(self) -> int:
-        chip = self.chip
+        core = self._core
         value = S_REGRDY
-        if chip.debugen:
+        if core.debugen:
             value |= C_DEBUGEN
             value |= C_STEP if self.c_step else 0
             value |= C_MASKINTS if self.c_maskints else 0
-        if chip.halted:
+        if core.halted:
             value |= C_HALT | S_HALT
-        if chip.sleeping:
+        if core.sleeping:
             value |= S_SLEEP
-        if chip.lockup:
+        if core.lockup:
             value |= S_LOCKUP
         # S_RETIRE_ST and S_RESET_ST are sticky and clear on read (ARMv7-M C1.6.2).
-        if chip.retired:
+        if core.retired:
             value |= S_RETIRE_ST
-            chip.retired = False
-        if chip.reset_seen:
+            core.retired = False
+        if core.reset_seen:
             value |= S_RESET_ST
-            chip.reset_seen = False
+            core.reset_seen = False
         return value
 
     def _write_scs(self, offset: int, value: int, from_core: bool) -> None:
-        chip = self.chip
+        core = self._core
         if offset in SCS_IDS or offset in ID_REGISTERS or offset in (CPUID, ICTR, MPU_TYPE, MVFR0, MVFR1):
             return  # read-only
         if NVIC_ISER <= offset < NVIC_ISER + 0x20:
@@ -495,7 +525,7 @@ class SystemControlSpace:
         elif offset == HFSR:
             self.hfsr &= ~value
         elif offset == DFSR:
-            chip.dfsr &= ~value
+            core.dfsr &= ~value
         elif offset == MMFAR:
             self.mmfar = value
         elif offset == BFAR:
@@ -510,13 +540,13 @@ class SystemControlSpace:
         elif offset == DCRSR_OFF:
             regsel = value & DCRSR_REGSEL_MASK
             if value & DCRSR_REGWNR:
-                chip.write_core_register(regsel, self.dcrdr)
+                core.write_core_register(regsel, self.dcrdr)
             else:
-                self.dcrdr = chip.read_core_register(regsel)
+                self.dcrdr = core.read_core_register(regsel)
         elif offset == DCRDR_OFF:
             self.dcrdr = value
         elif offset == DEMCR_OFF:
-            chip.demcr = value & DEMCR_WRITABLE
+            core.demcr = value & DEMCR_WRITABLE
             self.sync_cycle_counter()
         elif offset == STIR:
             return
@@ -528,31 +558,31 @@ class SystemControlSpace:
             return  # ARMv7-M B3.2.6: writes without VECTKEY are ignored
         self.prigroup = (value >> AIRCR_PRIGROUP_SHIFT) & 7
         if value & AIRCR_SYSRESETREQ:
-            self.chip.request_reset("sysresetreq")
+            self._core.request_reset("sysresetreq")
         elif value & AIRCR_VECTRESET:
-            self.chip.request_reset("vectreset")
+            self._core.request_reset("vectreset")
 
     def _write_dhcsr(self, value: int) -> None:
         """Debugger write to DHCSR: needs DBGKEY in bits 31:16 (ARMv7-M C1.6.2)."""
         if value >> 16 != DHCSR_DBGKEY:
             return
-        chip = self.chip
-        chip.debugen = bool(value & C_DEBUGEN)
-        if not chip.debugen:
+        core = self._core
+        core.debugen = bool(value & C_DEBUGEN)
+        if not core.debugen:
             self.c_step = self.c_maskints = False
-            if chip.halted:
-                chip.resume()  # clearing C_DEBUGEN leaves Debug state
+            if core.halted:
+                core.resume()  # clearing C_DEBUGEN leaves Debug state
             return
         self.c_maskints = bool(value & C_MASKINTS)
         self.c_step = bool(value & C_STEP)
         if value & C_HALT:
-            if not chip.halted:
-                chip.halt(DFSR_HALTED)
-        elif chip.halted:
+            if not core.halted:
+                core.halt(DFSR_HALTED)
+        elif core.halted:
             if self.c_step:
-                chip.step()
+                core.step()
             else:
-                chip.resume()
+                core.resume()
 
     # --- DWT ------------------------------------------------------------------------------------------------
     def _read_dwt(self, offset: int) -> int:
@@ -563,8 +593,8 @@ class SystemControlSpace:
         if offset == DWT_CYCCNT_OFF:
             return self.cyccnt
         if offset == DWT_PCSR_OFF:
-            chip = self.chip
-            return 0xFFFF_FFFF if chip.halted else chip.read_core_register(15)
+            core = self._core
+            return 0xFFFF_FFFF if core.halted else core.read_core_register(15)
         return self._plain.get(DWT_BASE + offset, 0)
 
     def _write_dwt(self, offset: int, value: int) -> None:
@@ -577,7 +607,7 @@ class SystemControlSpace:
         elif offset == DWT_CYCCNT_OFF:
             self.sync_cycle_counter()
             self._cyc_value = value & 0xFFFF_FFFF
-            self._cyc_since_ps = self.chip.clock.now_ps
+            self._cyc_since_ps = self._clock.now_ps
         else:
             self._plain[DWT_BASE + offset] = value
 
@@ -601,7 +631,7 @@ class SystemControlSpace:
         if offset == FP_CTRL_OFF:
             if value & FP_CTRL_KEY:  # FP_CTRL.ENABLE changes only with KEY=1
                 self.fp_ctrl_enable = bool(value & FP_CTRL_ENABLE)
-                self.chip.breakpoints_changed()
+                self._core.set_breakpoints(self.breakpoint_addresses())
             return
         if offset == FP_REMAP_OFF:
             self.fp_remap = value & 0x1FFF_FFE0
@@ -609,7 +639,7 @@ class SystemControlSpace:
         index = (offset - FP_COMP0_OFF) >> 2
         if 0 <= index < len(self.fp_comp):
             self.fp_comp[index] = value & 0xDFFF_FFFD
-            self.chip.breakpoints_changed()
+            self._core.set_breakpoints(self.breakpoint_addresses())
             return
         self._plain[FPB_BASE + offset] = value
 
@@ -617,7 +647,7 @@ class SystemControlSpace:
     def _read_dbgmcu(self, offset: int) -> int:
         address = DBGMCU_BASE + offset
         if address == DBGMCU_IDCODE:
-            part = self.chip.part
+            part = self._part
             return (part.rev_id << 16) | part.dev_id
         if address == DBGMCU_CR:
             return self.dbgmcu_cr
@@ -632,9 +662,8 @@ class SystemControlSpace:
         if address == DBGMCU_CR:
             self.dbgmcu_cr = value & DBGMCU_CR_WRITABLE
         elif address == DBGMCU_APB1_FZ:
-            self.chip.before_freeze_change()
             self.dbgmcu_apb1_fz = value & DBGMCU_APB1_FZ_WRITABLE
-            self.chip.after_freeze_change()
+            self._freeze_changed()
         elif address == DBGMCU_APB2_FZ:
             self.dbgmcu_apb2_fz = value & DBGMCU_APB2_FZ_WRITABLE
         elif address != DBGMCU_IDCODE:
@@ -654,334 +683,3 @@ class SystemControlSpace:
         if offset & 3 == 0 and index < len(ROM_ENTRIES):
             return ROM_ENTRIES[index]
         return 0
-
-
-# ============================================================================================================
-# The SW-DP and its AHB-AP.
-
-DP_IDR_VALUE = 0x2BA0_1477  # SW-DP v1 of the Cortex-M4 (ARM JEP106, version 2, part 0xBA01)
-AHB_AP_IDR = 0x2477_0011  # AHB-AP, ARM, revision 2
-AHB_AP_BASE_VALUE = ROM_TABLE_BASE | 0x3  # format 1, debug entry present
-
-# DP registers (A[3:2]); ADIv5.
-DP_IDR = 0x0  # read
-DP_ABORT = 0x0  # write
-DP_CTRL_STAT = 0x4
-DP_SELECT = 0x8  # write
-DP_RESEND = 0x8  # read
-DP_RDBUFF = 0xC  # read
-
-CSYSPWRUPACK = 1 << 31
-CSYSPWRUPREQ = 1 << 30
-CDBGPWRUPACK = 1 << 29
-CDBGPWRUPREQ = 1 << 28
-CDBGRSTACK = 1 << 27
-CDBGRSTREQ = 1 << 26
-WDATAERR = 1 << 7
-READOK = 1 << 6
-STICKYERR = 1 << 5
-STICKYCMP = 1 << 4
-STICKYORUN = 1 << 1
-CTRL_STAT_WRITABLE = CSYSPWRUPREQ | CDBGPWRUPREQ | CDBGRSTREQ | 0x0000_3F0D  # + TRNCNT/MASKLANE/TRNMODE/ORUNDETECT
-
-ABORT_DAPABORT = 1 << 0
-ABORT_STKCMPCLR = 1 << 1
-ABORT_STKERRCLR = 1 << 2
-ABORT_WDERRCLR = 1 << 3
-ABORT_ORUNERRCLR = 1 << 4
-
-# AHB-AP registers.
-AP_CSW = 0x00
-AP_TAR = 0x04
-AP_DRW = 0x0C
-AP_BD0 = 0x10
-AP_CFG = 0xF4
-AP_BASE = 0xF8
-AP_IDR = 0xFC
-CSW_SIZE_MASK = 0x7
-CSW_ADDRINC_SHIFT = 4
-CSW_ADDRINC_MASK = 0x3 << 4
-CSW_DEVICEEN = 1 << 6
-CSW_WRITABLE = 0xFF00_0F37  # DbgSwEnable, Prot, Mode, AddrInc, Size
-CSW_RESET = 0x0300_0040 | 0x2  # HPROT data+privileged, word size (DeviceEn is read-only 1)
-TAR_WRAP = 0x1000  # auto-increment wraps within 4 KB (ADIv5 guarantees only 1 KB; the model allows 4 KB)
-
-
-class DebugPort:
-    """The SW-DP and AHB-AP register model that the probe plugin drives.
-
-    `read_dp(addr)`/`write_dp(addr, value)`: DP registers by A[3:2] (0x0 IDR/ABORT, 0x4 CTRL/STAT, 0x8 SELECT,
-    0xC RDBUFF); bank bits above bit 3 (MANAGED_DPBANKSEL) are ignored (DPv1 has no banked registers that
-    matter here).
-
-    `read_ap(addr)`/`write_ap(addr, value)`: with pyocd's MANAGED_AP_SELECTION, `addr` is `(APSEL << 24) |
-    register`; an address with no bits above 0xF is the raw form, and APSEL/APBANKSEL come from SELECT.
-
-    A power-level reset of the chip (POR, BOR/brown-out; `chip.power_cycles` changes) resets the SW-DP as on
-    silicon: CTRL/STAT (power-up requests and ACKs, sticky flags), SELECT, the AHB-AP's CSW and TAR go back to
-    their reset values, so AP accesses fail until the debugger powers the debug domain up again.
-
-    Power-up handshake: CTRL/STAT.CSYSPWRUPACK/CDBGPWRUPACK follow their requests at once. An AP access
-    before both are acknowledged, or while STICKYERR is set, fails. A memory access through DRW/BDn that the
-    bus rejects sets STICKYERR and raises BusFault (the probe turns that into pyocd's TransferFaultError); a
-    write of ABORT.STKERRCLR clears it. AP reads are not posted: the value is returned at once, and RDBUFF
-    repeats the last AP read.
-
-    What a probe's firmware does with the AHB-AP in one go is offered whole (`read_memory`/`write_memory`: CSW
-    size, TAR, a run of DRW transfers), with the same checks and sticky-error rules as the register path; a bus
-    error raises BusFault carrying the `address` of the transfer that failed. An access the bus stalls (a flash
-    read or store while BSY=1) completes when the stall ends, time passing; with `wait_limit_ps` set, a stall
-    longer than that raises BusWait instead and nothing is transferred: the SW-DP answered WAIT for as long as
-    the probe retries (RM0090 3.6: the AHB stalls while the flash is busy; ADIv5: the DP answers WAIT).
-
-    Beside the wire: `nrst` (the reset pin the probe drives), `target_voltage` (what the probe measures on
-    VDD), `attach`/`detach` (a debugger is connected: the RDP level 1 intrusion rule, RM0090 3.7.3) and
-    `pass_time` (the probe's own time: the link, a reset pulse; the core runs meanwhile).
-    """
-
-    def __init__(self, chip: Chip) -> None:
-        self.chip = chip
-        self._power_cycles = chip.power_cycles
-        self.wait_limit_ps: Optional[int] = None
-        self.power_down()
-
-    def power_down(self) -> None:
-        """The SW-DP's reset state: debug domain powered down, no sticky flags, SELECT/CSW/TAR reset."""
-        self.ctrl_stat = 0
-        self.select = 0
-        self.rdbuff = 0
-        self.csw = CSW_RESET
-        self.tar = 0
-
-    def _follow_power(self) -> None:
-        """A POR/BOR since the last access powered the debug domain down (RM0090 38: the SW-DP is reset by a
-        power-on reset, not by a system reset)."""
-        if self.chip.power_cycles != self._power_cycles:
-            self._power_cycles = self.chip.power_cycles
-            self.power_down()
-
-    # --- DP -------------------------------------------------------------------------------------------------
-    def read_dp(self, addr: int) -> int:
-        self._follow_power()
-        reg = addr & 0xC
-        if reg == DP_IDR:
-            return DP_IDR_VALUE
-        if reg == DP_CTRL_STAT:
-            return self.ctrl_stat
-        if reg == DP_RESEND:
-            return self.rdbuff
-        return self.rdbuff  # RDBUFF
-
-    def write_dp(self, addr: int, value: int) -> None:
-        self._follow_power()
-        reg = addr & 0xC
-        value &= 0xFFFF_FFFF
-        if reg == DP_ABORT:
-            if value & ABORT_STKERRCLR:
-                self.ctrl_stat &= ~STICKYERR
-            if value & ABORT_STKCMPCLR:
-                self.ctrl_stat &= ~STICKYCMP
-            if value & ABORT_WDERRCLR:
-                self.ctrl_stat &= ~WDATAERR
-            if value & ABORT_ORUNERRCLR:
-                self.ctrl_stat &= ~STICKYORUN
-        elif reg == DP_CTRL_STAT:
-            sticky = self.ctrl_stat & (STICKYERR | STICKYCMP | STICKYORUN | WDATAERR | READOK)
-            stored = value & CTRL_STAT_WRITABLE
-            acks = ((CSYSPWRUPACK if stored & CSYSPWRUPREQ else 0) | (CDBGPWRUPACK if stored & CDBGPWRUPREQ else 0)
-                    | (CDBGRSTACK if stored & CDBGRSTREQ else 0))
-            self.ctrl_stat = stored | acks | sticky
-        elif reg == DP_SELECT:
-            self.select = value
-        # RDBUFF is read-only: a write is ignored
-
-    @property
-    def powered(self) -> bool:
-        return (self.ctrl_stat & (CSYSPWRUPACK | CDBGPWRUPACK)) == (CSYSPWRUPACK | CDBGPWRUPACK)
-
-    # --- AP -------------------------------------------------------------------------------------------------
-    def _decode_ap(self, addr: int) -> Tuple[int, int]:
-        if addr & ~0xF:
-            return (addr >> 24) & 0xFF, addr & 0xFC
-        return (self.select >> 24) & 0xFF, (self.select & 0xF0) | (addr & 0xC)
-
-    def _check_ap_access(self) -> None:
-        self._follow_power()
-        if not self.powered:
-            self.ctrl_stat |= STICKYERR
-            raise BusFault("AP access before the debug power-up handshake (CTRL/STAT CxxxPWRUPACK)")
-        if self.ctrl_stat & STICKYERR:
-            raise BusFault("AP access while CTRL/STAT.STICKYERR is set (clear it with ABORT.STKERRCLR)")
-
-    def read_ap(self, addr: int) -> int:
-        return self.ap_read(*self._decode_ap(addr))
-
-    def write_ap(self, addr: int, value: int) -> None:
-        self.ap_write(*self._decode_ap(addr), value)
-
-    def ap_read(self, apsel: int, reg: int) -> int:
-        """Read AP register `reg` (A[7:2]) of AP `apsel`, as a probe that selects the AP itself does."""
-        self._check_ap_access()
-        value = self._read_ap(apsel, reg & 0xFC)
-        self.rdbuff = value
-        return value
-
-    def ap_write(self, apsel: int, reg: int, value: int) -> None:
-        self._check_ap_access()
-        if apsel == 0:
-            self._write_ahb_ap(reg & 0xFC, value & 0xFFFF_FFFF)
-
-    def _read_ap(self, apsel: int, reg: int) -> int:
-        if apsel != 0:
-            return 0  # APs 1-3 are absent: IDR 0 tells the debugger so
-        if reg == AP_CSW:
-            return self.csw | CSW_DEVICEEN
-        if reg == AP_TAR:
-            return self.tar
-        if reg == AP_DRW:
-            return self._drw_read()
-        if AP_BD0 <= reg < AP_BD0 + 0x10:
-            return self._memory(lambda: self.chip.bus_read((self.tar & ~0xF) + (reg - AP_BD0), 4))
-        if reg == AP_CFG:
-            return 0  # little-endian, no large data/address
-        if reg == AP_BASE:
-            return AHB_AP_BASE_VALUE
-        if reg == AP_IDR:
-            return AHB_AP_IDR
-        return 0
-
-    def _write_ahb_ap(self, reg: int, value: int) -> None:
-        if reg == AP_CSW:
-            self.csw = value & CSW_WRITABLE
-        elif reg == AP_TAR:
-            self.tar = value
-        elif reg == AP_DRW:
-            self._drw_write(value)
-        elif AP_BD0 <= reg < AP_BD0 + 0x10:
-            address = (self.tar & ~0xF) + (reg - AP_BD0)
-            self._memory(lambda: self.chip.bus_write(address, 4, value))
-
-    def _transfer_size(self) -> int:
-        size = {0: 1, 1: 2, 2: 4}.get(self.csw & CSW_SIZE_MASK)
-        if size is None:
-            self.ctrl_stat |= STICKYERR
-            raise BusFault(f"AHB-AP CSW.Size {self.csw & CSW_SIZE_MASK} is not supported (8/16/32 bits only)")
-        return size
-
-    def _memory(self, access: Callable[[], T]) -> T:
-        """One AHB access: a bus error sets STICKYERR; a stall longer than `wait_limit_ps` is a WAIT (no
-        sticky flag: the DP answered WAIT, the transfer did not happen)."""
-        chip = self.chip
-        chip.debugger_wait_limit_ps = self.wait_limit_ps
-        try:
-            return access()
-        except BusWait:
-            raise
-        except BusFault:
-            self.ctrl_stat |= STICKYERR
-            raise
-        finally:
-            chip.debugger_wait_limit_ps = None
-
-    def _drw_read(self) -> int:
-        size = self._transfer_size()
-        address = self.tar
-        value = self._memory(lambda: self.chip.bus_read(address, size))
-        self._increment_tar(size)
-        return (value << ((address & 3) * 8)) & 0xFFFF_FFFF  # data on the byte lanes of the address
-
-    def _drw_write(self, value: int) -> None:
-        size = self._transfer_size()
-        address = self.tar
-        lane_value = (value >> ((address & 3) * 8)) & ((1 << (8 * size)) - 1)
-        self._memory(lambda: self.chip.bus_write(address, size, lane_value))
-        self._increment_tar(size)
-
-    def _increment_tar(self, size: int) -> None:
-        if (self.csw & CSW_ADDRINC_MASK) >> CSW_ADDRINC_SHIFT in (1, 2):  # single or packed
-            self.tar = (self.tar & ~(TAR_WRAP - 1)) | ((self.tar + size) & (TAR_WRAP - 1))
-
-    # --- what a probe's firmware does with the AHB-AP in one go ----------------------------------------------
-    def read_memory(self, address: int, length: int, size: int = 4, increment: bool = True) -> bytes:
-        """`length` bytes from `address` in `size`-byte AHB transfers (CSW.Size, TAR, DRW reads), the address
-        incrementing (or not: a FIFO register read again and again). BusFault (with `address`) or BusWait."""
-        self._prepare_transfers(address, length, size)
-        chip = self.chip
-        if not increment:
-            return b"".join(self._memory(lambda: chip.bus_read(address, size)).to_bytes(size, "little")
-                            for _ in range(length // size))
-        if size == 4:
-            data = self._memory(lambda: chip.bus_read_block(address, length))
-        else:
-            data = b"".join(self._memory(partial(chip.bus_read, at, size)).to_bytes(size, "little")
-                            for at in range(address, address + length, size))
-        self._after_transfers(address + length - size, size, int.from_bytes(data[-size:], "little"))
-        return data
-
-    def write_memory(self, address: int, data: bytes, size: int = 4, increment: bool = True) -> None:
-        """`data` to `address` in `size`-byte AHB transfers (CSW.Size, TAR, DRW writes), the address
-        incrementing (or not). BusFault (with `address` of the transfer that failed) or BusWait."""
-        self._prepare_transfers(address, len(data), size)
-        chip = self.chip
-        if increment and size == 4:
-            self._memory(lambda: chip.bus_write_block(address, bytes(data)))
-        else:
-            for offset in range(0, len(data), size):
-                at = address + offset if increment else address
-                self._memory(partial(chip.bus_write, at, size, int.from_bytes(data[offset:offset + size], "little")))
-        self._after_transfers(address + len(data) - size if increment else address, size, None)
-
-    def _prepare_transfers(self, address: int, length: int, size: int) -> None:
-        self._check_ap_access()
-        if size not in (1, 2, 4) or address % size or length % size or length <= 0:
-            raise BusFault(f"{length} bytes at {address:#010x} in {size}-byte transfers: not aligned")
-        self.csw = (self.csw & ~(CSW_SIZE_MASK | CSW_ADDRINC_MASK)) | {1: 0, 2: 1, 4: 2}[size] | (
-            1 << CSW_ADDRINC_SHIFT)
-        self.tar = address
-
-    def _after_transfers(self, last_address: int, size: int, last_read: Optional[int]) -> None:
-        """TAR points past the last transfer (within its wrap), RDBUFF holds the last read."""
-        self.tar = last_address
-        self._increment_tar(size)
-        if last_read is not None:
-            self.rdbuff = (last_read << ((last_address & 3) * 8)) & 0xFFFF_FFFF
-
-    # --- beside the wire ----------------------------------------------------------------------------------------
-    @property
-    def nrst(self) -> bool:
-        """The NRST pin as the probe drives it: True while held low (a pin reset that lasts until released)."""
-        return bool(self.chip.nrst_asserted)
-
-    @nrst.setter
-    def nrst(self, asserted: bool) -> None:
-        self.chip.nrst_asserted = asserted
-
-    @property
-    def target_voltage(self) -> float:
-        """VDD as the probe measures it (an ST-Link's TVCC input)."""
-        return float(self.chip.faults.supply_voltage)
-
-    def attach(self) -> None:
-        """A debugger connects (SWD): under RDP level 1 the flash is then closed to every read (RM0090 3.7.3)."""
-        self._follow_power()
-        self.chip.flash.debugger_attached = True
-
-    def detach(self) -> None:
-        self.chip.flash.debugger_attached = False
-
-    def pass_time(self, ps: int) -> None:
-        """Let `ps` of virtual time pass for the chip (its core runs, its flash works): the probe's link
-        transfers, a reset pulse it holds."""
-        self.chip.advance(ps)
-
-    def run_until_halted(self, limit_ps: int) -> bool:
-        """Let time pass until the core halts or `limit_ps` has passed (for a host whose link costs nothing,
-        which learns of a halt the moment it happens); True if the core is halted."""
-        return bool(self.chip.run_until_halted(limit_ps))
-
-    @property
-    def now_ps(self) -> int:
-        return int(self.chip.clock.now_ps)
-
-
-__all__ = ["DebugPort", "SystemControlSpace"]

@@ -2,7 +2,8 @@
 
 Each class answers register reads and writes at offsets from its base (`read(offset, size)`,
 `write(offset, value, size)`); sub-word accesses read or merge the addressed byte lanes. Register names and
-bits come from `f4load.registers`.
+bits come from `f4load.registers`. `WatchdogClock` is the IWDG as the chip clocks it: counted up to the virtual
+clock before every access, and stopped while the chip holds it (in reset, or halted with DBG_IWDG_STOP).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from f4load.registers import (
     RCC_CSR_SFTRSTF,
     RCC_CSR_WWDGRSTF,
 )
-from f4load.sim.clock import PS_PER_MS, PS_PER_S
+from f4load.sim.clock import PS_PER_MS, PS_PER_S, VirtualClock
 
 
 def _lane_merge(old: int, offset: int, value: int, size: int) -> Tuple[int, int, int]:
@@ -324,6 +325,47 @@ class Iwdg:
             self.reload = _lane_merge(self.reload, offset, value, size)[1] & IWDG_RLR_MAX
             self._rvu_until_ps = self._last_ps + self._update_ps
 
+
+
+class WatchdogClock:
+    """The IWDG as the chip clocks it: counted lazily up to the virtual clock while `counting`.
+
+    The chip sets `counting` (`set_counting`) whenever the core halts, resumes or resets, NRST changes or
+    DBGMCU_APB1_FZ.DBG_IWDG_STOP changes: the IWDG stops while NRST holds the chip in reset, and while the core
+    is halted with DBG_IWDG_STOP set (RM0090 38.16.4). Every change and every register access first brings the
+    counter up to now with the setting that held until now. The bus reaches the IWDG's registers through
+    `read`/`write`.
+    """
+
+    def __init__(self, iwdg: Iwdg, clock: VirtualClock) -> None:
+        self.iwdg = iwdg
+        self._clock = clock
+        self.counting = True
+
+    def sync(self) -> None:
+        self.iwdg.sync(self._clock.now_ps, self.counting)
+
+    def set_counting(self, counting: bool) -> None:
+        self.sync()
+        self.counting = counting
+
+    def read(self, offset: int, size: int) -> int:
+        self.sync()
+        return self.iwdg.read(offset, size)
+
+    def write(self, offset: int, value: int, size: int) -> None:
+        self.sync()
+        self.iwdg.write(offset, value, size)
+
+    def expiry_ps(self) -> Optional[int]:
+        """When the IWDG resets the chip if nothing refreshes it; None while stopped or frozen."""
+        return self.iwdg.expiry_ps(self.counting)
+
+    def counting_timeout_ps(self) -> Optional[int]:
+        """The IWDG timeout while the IWDG runs and counts; None otherwise."""
+        if self.iwdg.running and self.counting:
+            return self.iwdg.timeout_ps
+        return None
 
 # --- CRC unit, RM0090 4 ------------------------------------------------------------------------------------
 CRC_DR_OFFSET = 0x00

@@ -5,8 +5,9 @@ AP and the DP bank itself (capabilities MANAGED_AP_SELECTION and MANAGED_DPBANKS
 registers as `(APSEL << 24) | register`), and memory goes through an accelerated memory interface whose block
 transfers are single probe commands of up to `link.max_payload` bytes.
 
-The probe reaches the chip only through its `DebugPort` (debug.py): DP/AP registers, memory through the
-AHB-AP, the NRST pin, the supply it measures, time passing - as the ST-Link firmware (stlink.py) does. Before
+The probe reaches the chip only through its debug port (`debug.DebugAccess`, a `DebugPort`): DP/AP registers,
+memory through the AHB-AP, the NRST pin, the supply it measures, time passing - as the ST-Link firmware
+(stlink.py) does. The board around it (`_OpenChip`) builds, powers, saves and records the chip. Before
 a memory access it does what the probe's own memory engine does for pyocd: it brings the debug domain back up
 if a power-on or brown-out reset took it down, and clears a STICKYERR an earlier fault left.
 
@@ -54,7 +55,7 @@ from f4load.sim.clock import DEFAULT_LINK_MODEL, LINK_MODELS, PS_PER_MS, PS_PER_
 
 if TYPE_CHECKING:
     from f4load.sim.chip import Chip
-    from f4load.sim.debug import DebugPort
+    from f4load.sim.debug_port import DebugAccess
 
 LOG = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ class SimProbe(DebugProbe):
         self.board = board
         self._open_chip: Optional[_OpenChip] = None
         self._chip: Optional[Chip] = None
-        self._dp: Optional[DebugPort] = None
+        self._dp: Optional[DebugAccess] = None
         self._link: Optional[LinkModel] = None
         self._is_open = False
         self._is_connected = False
@@ -204,10 +205,10 @@ class SimProbe(DebugProbe):
         self._link = self._choose_link()
         self._open_chip = _OpenChip(self.board)
         self._chip, self._dp = self._open_chip.chip, self._open_chip.dp
-        self._disconnect_after = self._chip.faults.disconnect_after_commands
+        self._disconnect_after = self._open_chip.disconnect_after
         self.commands = self.bytes_read = self.bytes_written = 0
         self._is_open = True
-        LOG.debug("f4sim: opened, link %s, virtual time %.6f s", self._link.name, self._chip.clock.seconds)
+        LOG.debug("f4sim: opened, link %s, virtual time %.6f s", self._link.name, self._dp.now_ps / PS_PER_S)
 
     def close(self) -> None:
         """Save the chip to its state directory and release it.
@@ -222,10 +223,10 @@ class SimProbe(DebugProbe):
             return
         another_error = sys.exc_info()[1] is not None
         open_chip, self._open_chip = self._open_chip, None
-        chip, self._chip = open_chip.chip, None
+        self._chip = None
         self._is_open = self._is_connected = False
         self._memory_interface = None
-        _record_last_session(open_chip, chip)
+        open_chip.record_last_session()
         try:
             open_chip.save_and_release()
         except Exception as error:
@@ -233,7 +234,8 @@ class SimProbe(DebugProbe):
                 raise
             LOG.error("%s", error)
             return
-        LOG.debug("f4sim: closed after %d commands, virtual time %.6f s", self.commands, chip.clock.seconds)
+        LOG.debug("f4sim: closed after %d commands, virtual time %.6f s", self.commands,
+                  open_chip.dp.now_ps / PS_PER_S)
 
     def _choose_link(self) -> LinkModel:
         name = None
@@ -244,7 +246,7 @@ class SimProbe(DebugProbe):
         return link_model_named(name)
 
     # --- link accounting ------------------------------------------------------------------------------
-    def _command(self, words: int) -> DebugPort:
+    def _command(self, words: int) -> DebugAccess:
         """Account one probe command moving `words` SWD data words and return the debug port to act on."""
         if self._dp is None:
             raise exceptions.ProbeError("the f4sim probe is not open")
@@ -255,9 +257,9 @@ class SimProbe(DebugProbe):
         self._dp.pass_time(self.link.cost_ps(words))
         return self._dp
 
-    def _memory_command(self, words: int) -> DebugPort:
+    def _memory_command(self, words: int) -> DebugAccess:
         """A memory command: accounted, then the debug domain ready for the AHB-AP (module docstring)."""
-        from f4load.sim.debug import (
+        from f4load.sim.debug_port import (
             ABORT_STKERRCLR,
             CDBGPWRUPREQ,
             CSYSPWRUPREQ,
@@ -483,9 +485,10 @@ def _faults_as_transfer_errors(direction: str, addr: int, length: int) -> Iterat
                                             length=addr + length - address) from None
 
 
-# --- the state directory (state.py) and the chip (chip.py, debug.py) ------------------------------------
+# --- the board: the state directory (state.py), the chip (chip.py) and its debug port (debug.py) ------------
 class _OpenChip:
-    """The chip of one open probe: the state directory held locked, the chip built from it, its DebugPort."""
+    """The board of one open probe: the state directory held locked, the chip built from it and powered, its
+    DebugPort (all the probe itself uses), the link fault, and the chip saved and recorded at close."""
 
     def __init__(self, board: Optional[str]) -> None:
         from f4load.sim import state as sim_state
@@ -502,11 +505,12 @@ class _OpenChip:
         except sim_state.SimStateError as error:
             raise exceptions.ProbeError(f"f4sim: {error}") from None
         from f4load.sim.chip import Chip
-        from f4load.sim.debug import DebugPort
+        from f4load.sim.debug_port import DebugPort
 
         self.chip = Chip(chip_state.faults, chip_state)
         self.chip.power_on()
         self.dp = DebugPort(self.chip)
+        self.disconnect_after = chip_state.faults.disconnect_after_commands  # the link is lost then (a fault)
 
     def save_and_release(self) -> None:
         from f4load.sim import state as sim_state
@@ -519,22 +523,23 @@ class _OpenChip:
         finally:
             self._lock.release()
 
+    def record_last_session(self) -> None:
+        """Record how this session leaves the chip (state.save_last_session): core state, FLASH_CR, FLASH_SR. A
+        record that cannot be written is logged, not raised: the flash image saved next is what matters."""
+        from f4load.registers import FLASH_BASE, FLASH_CR, FLASH_CR_LOCK, FLASH_SR
+        from f4load.sim import state as sim_state
 
-def _record_last_session(open_chip: _OpenChip, chip: Chip) -> None:
-    """Record how this session leaves the chip (state.save_last_session): core state, FLASH_CR, FLASH_SR. A
-    record that cannot be written is logged, not raised: the flash image saved next is what matters."""
-    from f4load.registers import FLASH_BASE, FLASH_CR, FLASH_CR_LOCK, FLASH_SR
-    from f4load.sim import state as sim_state
-
-    core = ("in reset" if chip.nrst_asserted else "locked up" if chip.lockup else "halted" if chip.halted
-            else "sleeping" if chip.sleeping else "running")
-    cr = chip.flash.read_register(FLASH_CR - FLASH_BASE)
-    record = {"pid": os.getpid(), "virtual_s": chip.clock.seconds, "core": core, "flash_cr": cr,
-              "flash_cr_locked": bool(cr & FLASH_CR_LOCK), "flash_sr": chip.flash.read_register(FLASH_SR - FLASH_BASE)}
-    try:
-        sim_state.save_last_session(record, open_chip.directory)
-    except sim_state.SimStateError as error:
-        LOG.warning("f4sim: %s", error)
+        chip = self.chip
+        core = ("in reset" if chip.nrst_asserted else "locked up" if chip.lockup else "halted" if chip.halted
+                else "sleeping" if chip.sleeping else "running")
+        cr = chip.flash.read_register(FLASH_CR - FLASH_BASE)
+        record = {"pid": os.getpid(), "virtual_s": chip.clock.seconds, "core": core, "flash_cr": cr,
+                  "flash_cr_locked": bool(cr & FLASH_CR_LOCK),
+                  "flash_sr": chip.flash.read_register(FLASH_SR - FLASH_BASE)}
+        try:
+            sim_state.save_last_session(record, self.directory)
+        except sim_state.SimStateError as error:
+            LOG.warning("f4sim: %s", error)
 
 
 def _peek_flash_kb(board: Optional[str]) -> int:

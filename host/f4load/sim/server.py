@@ -101,6 +101,10 @@ SETTLE_LIMIT_PS = 5 * PS_PER_S
 FREE_RUN_STEP_S = 0.02
 FREE_RUN_MAX_PS = 100 * PS_PER_MS
 SAVE_INTERVAL_S = 1.0
+# A client that asks for a board whose owner has just gone (its socket closed, its thread not yet done releasing
+# the board) waits this long for the release instead of being refused: the next run after a killed one must not
+# depend on which thread the scheduler runs first.
+RELEASE_WAIT_S = 5.0
 
 
 class ServeError(Exception):
@@ -122,7 +126,7 @@ class Board:
     def __init__(self, name: Optional[str], directory: Path, personality: Personality, fault_spec: str = "") -> None:
         from f4load.sim import state as sim_state
         from f4load.sim.chip import Chip
-        from f4load.sim.debug import DebugPort
+        from f4load.sim.debug_port import DebugPort
         from f4load.sim.faults import FaultSpecError, parse_fault_spec
 
         self.name = name or "default"
@@ -147,6 +151,7 @@ class Board:
         self.serial = stlink_serial(self.chip.unique_id)
         self.mutex = threading.RLock()
         self.owner: Optional[int] = None  # the connect id of the client that has the ST-Link open
+        self.owner_socket: Optional[socket.socket] = None  # that client's connection
         self.owner_commands = 0
         self._dirty = False
         self._save_lock = threading.Lock()
@@ -250,7 +255,7 @@ class StLinkServer:
             self._clock_thread.join(timeout=5)
             for board in self.boards:
                 with board.mutex:
-                    board.owner = None
+                    board.owner, board.owner_socket = None, None
                 board.close()
                 LOG.info("%s saved to %s", board.name, board.directory)
 
@@ -418,13 +423,19 @@ class _Connection(socketserver.BaseRequestHandler):
         if board is None:
             self._send(_u32(TCP_BAD_PARAMETER) + bytes(4))
             return
-        with board.mutex:
-            if board.owner is not None:
+        deadline = time.monotonic() + RELEASE_WAIT_S
+        while True:
+            with board.mutex:
+                if board.owner is None:
+                    connect_id = self.owner.next_connect_id()
+                    board.owner, board.owner_socket, board.owner_commands = connect_id, self.sock, 0
+                    status = TCP_OK
+                    break
+                owner_gone = board.owner_socket is not None and _peer_gone(board.owner_socket)
+            if not owner_gone or time.monotonic() > deadline:
                 status, connect_id = TCP_OPEN_ERR, 0
-            else:
-                connect_id = self.owner.next_connect_id()
-                board.owner, board.owner_commands = connect_id, 0
-                status = TCP_OK
+                break
+            time.sleep(0.01)  # the owner's connection is closing: its thread releases the board in a moment
         if status == TCP_OK:
             self.opened[connect_id] = board
             LOG.info("client %s opened %s", self.peer, board.label)
@@ -466,7 +477,7 @@ class _Connection(socketserver.BaseRequestHandler):
         board = self.opened.pop(connect_id)
         with board.mutex:
             if board.owner == connect_id:
-                board.owner = None
+                board.owner, board.owner_socket = None, None
         LOG.info("client %s %s: %s runs on", self.peer, reason, board.name)
         board.settle()
         board.save()
@@ -475,6 +486,16 @@ class _Connection(socketserver.BaseRequestHandler):
         for connect_id in list(self.opened):
             self._release(connect_id, reason)
         LOG.info("client %s gone (%s)", self.peer, reason)
+
+
+def _peer_gone(sock: socket.socket) -> bool:
+    """Whether the client at the other end of `sock` has closed its side (a read would return end of file)."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 def _u32(value: int) -> bytes:

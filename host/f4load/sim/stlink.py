@@ -4,9 +4,10 @@ virtual STM32F407's debug port.
 `StLinkFirmware.command(cdb, out_data, in_length)` runs one USB command - the 16-byte command block, its OUT
 data phase, the number of bytes the host reads back - and returns exactly `in_length` bytes, whatever the
 input (an unknown or malformed command gets the status a probe gives, never an exception). It reaches the
-chip only through `debug.DebugPort`: DP and AP registers, memory through the AHB-AP, the NRST pin, the target
-voltage and time passing. Every command is one USB transaction and costs its `usb_link.UsbLink` cost on the
-chip's clock: the latency and USB payload before it acts, its SWD transfers after.
+chip only through its debug port (`debug.DebugAccess`, which `debug.DebugPort` implements): DP and AP
+registers, memory through the AHB-AP, the NRST pin, the target voltage and time passing. Every command is one
+USB transaction and costs its `usb_link.UsbLink` cost on the chip's clock: the latency and USB payload before
+it acts, its SWD transfers after.
 
 The command set is the one OpenOCD 0.12 (hla `stlink` and DAP-direct `stlink-dap` drivers) and pyOCD use; the
 layouts and status codes are digested in `../shared/reference/stlink.md` (sections 2 and 3). In short:
@@ -58,7 +59,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from f4load.registers import DCRDR, DCRSR, DHCSR, SCS_AIRCR
 from f4load.sim.clock import PS_PER_MS, PS_PER_S
-from f4load.sim.debug import (
+from f4load.sim.debug_port import (
     ABORT_ORUNERRCLR,
     ABORT_STKCMPCLR,
     ABORT_STKERRCLR,
@@ -69,7 +70,7 @@ from f4load.sim.debug import (
     DP_CTRL_STAT,
     DP_IDR,
     STICKYERR,
-    DebugPort,
+    DebugAccess,
 )
 from f4load.sim.flash import BusFault, BusWait
 from f4load.sim.usb_link import USB_LINKS, UsbLink
@@ -217,7 +218,7 @@ def v2_divisor_khz(divisor: int) -> int:
 class StLinkFirmware:
     """One virtual ST-Link's firmware state and its USB command handler (module docstring)."""
 
-    def __init__(self, personality: Personality, port: DebugPort, link: Optional[UsbLink] = None) -> None:
+    def __init__(self, personality: Personality, port: DebugAccess, link: Optional[UsbLink] = None) -> None:
         self.personality = personality
         self.port = port
         self.link = link if link is not None else USB_LINKS[personality.name]
