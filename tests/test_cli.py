@@ -24,13 +24,9 @@ from f4load.errors import SessionError
 from f4load.image import load_image
 from f4load.part import FLASH_START, KB, sectors_for
 from f4load.protocol import const
-from f4load.session import (
-    DMA_SXCR_EN,
-    WWDG_CR_WDGA,
-    RunningPeripherals,
-    Session,
-    peripheral_hazards,
-)
+from f4load.registers import DMA_SXCR_EN, WWDG_CR_WDGA
+from f4load.running_peripherals import RunningPeripherals, peripheral_hazards
+from f4load.session import Session
 from f4load.sim import faults
 from f4load.sim.state import load_state
 

@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from f4load import __version__
+from f4load.backup import backup_of, restore_hint
 from f4load.errors import StubError
 from f4load.floor import floor_seconds
 from f4load.identity import TargetInfo, describe_jep106
 from f4load.image import Image
 from f4load.part import KB
 from f4load.plan import Action
-from f4load.session import Outcome, backup_of, restore_hint
+from f4load.session import Outcome
 
 REPORT_FORMAT = 1
 # Below this floor the summary gives no ratio to it: the time is then mostly the link and the stub's setup

@@ -56,55 +56,25 @@ Reliability
 * `strict_identity=False` (`f4load diagnose`) keeps identity problems in `TargetInfo.identity_problems`
   instead of refusing the connection.
 
-Bytes kept around the image
----------------------------
-
-Between a sector's erase and the end of its programming, the bytes `program` keeps around the image
-(calibration values, a serial number...) exist only in the stub's RAM and the host: a USB drop, a power cut or
-Ctrl-C in that window could lose them for good. The stub copies them into its buffers on the target and the host
-reads them out of RAM (f4load.job); before a sector's erase is queued, its kept bytes are in a **backup file**:
-Intel HEX (bincopy), one record run per kept range, named `<unique ID>-<date>-<time>.hex` in the user cache
-directory (`platformdirs.user_cache_dir("f4load")/backups`, or `$F4LOAD_BACKUP_DIR`), flushed to disk, and
-rewritten whole (a new file renamed over it) when the next sector's kept bytes join it. It is the
-input format f4load programs, so `f4load <backup>.hex` puts the kept bytes back (the planner keeps whatever
-else the sector holds). When the work fails, the error carries the path (`backup_of(error)`) and the command
-line prints the restore command; after a successful verify the file is removed (unless `keep_backup`; with
-`verify=False` it is kept, since nothing checked the result).
-
-Peripherals the application left running
-----------------------------------------
-
-Connected under reset, every peripheral is in its reset state. With `connect="halt"` or `"attach"` the
-application ran, and what it started keeps running while the stub works with the core running:
-
-* the window watchdog (WWDG_CR.WDGA, RM0090 20.6.1) cannot be disabled once enabled (only a reset clears
-  WDGA) and resets the chip within ~50-130 ms at usual clocks, against up to 2 s for a sector erase.
-  DBGMCU_APB1_FZ.DBG_WWDG_STOP (bit 11) freezes it only while the core is halted, and the stub runs with the
-  core running, so freezing it does not help;
-* an enabled DMA stream (DMAx_SxCR.EN, RM0090 10.5.5) may write into SRAM, where the stub, its buffers and
-  its mailbox live.
-
-Both are read before the stub is loaded (`read_running_peripherals`, decided by `peripheral_hazards`); either
-one refuses the work with the fix: connect under reset.
+Bytes kept around the image are copied on the target and written to a backup file before their sector's erase
+(f4load.backup); peripherals an application left running that would get in the stub's way (a WWDG, a DMA
+stream) refuse the work before anything is loaded (f4load.running_peripherals).
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import itertools
 import logging
-import os
 import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-import bincopy
-import platformdirs
 from pyocd.core import exceptions as pyocd_errors
 
 from f4load import interrupt, journal, option_bytes, probes, protocol, reset_causes, stream
+from f4load.backup import BACKUP_ATTRIBUTE, BACKUP_DIR_ENV, backup_directory, rewrite_backup, write_backup
 from f4load.crc import KNOWN_ANSWER, CrcUnitCheck, check_crc_unit, stm32_crc32
 from f4load.errors import (  # noqa: F401 - re-exported: the session's errors, where callers expect them
     ConnectError,
@@ -127,10 +97,6 @@ from f4load.pyocd_targets import probe_supply_voltage
 from f4load.registers import (
     DBGMCU_APB1_FZ,
     DBGMCU_APB1_FZ_DBG_IWDG_STOP,
-    DMA1_BASE,
-    DMA2_BASE,
-    DMA_STREAMS,
-    DMA_SXCR_EN,
     FLASH_CR,
     FLASH_CR_LOCK,
     FLASH_SR,
@@ -138,10 +104,8 @@ from f4load.registers import (
     RCC_CSR,
     RESET_FLAG_NAMES,
     RESET_FLAGS,
-    WWDG_CR,
-    WWDG_CR_WDGA,
-    dma_sxcr,
 )
+from f4load.running_peripherals import peripheral_hazards, read_running_peripherals
 from f4load.stub_image import StubImage
 
 LOG = logging.getLogger(__name__)
@@ -155,7 +119,6 @@ SIM_LINK_OPTION = "f4sim.link"
 # run at 950 kHz, and a 512 KB image then takes longer to move over SWD than the flash takes to program it.
 # Long flying leads may need less (`--frequency 1.8M`); an ST-Link/V3 on short leads does 24 MHz.
 DEFAULT_SWD_HZ = 8_000_000
-BACKUP_DIR_ENV = "F4LOAD_BACKUP_DIR"
 CONNECT_MODES = ("under-reset", "halt", "attach")
 ASSUMED_VDD = 3.3
 # Parallelism by name, and the lowest VDD each works at (RM0090 Table 13).
@@ -902,96 +865,6 @@ def _mismatch_text(bad: Sequence[Tuple[int, int, int, int]], part: Part, first: 
     if first is not None:
         lines.append(f"  first differing byte at {first:#010x}")
     return "\n".join(lines)
-
-
-# --- backups of kept bytes ---------------------------------------------------------------------------------
-
-BACKUP_ATTRIBUTE = "f4load_backup"
-
-
-def backup_directory() -> Path:
-    """Where backups of kept bytes go: $F4LOAD_BACKUP_DIR, else the user cache directory's `backups`."""
-    given = os.environ.get(BACKUP_DIR_ENV)
-    return Path(given) if given else Path(platformdirs.user_cache_dir("f4load")) / "backups"
-
-
-def write_backup(directory: Path, unique_id: str, ranges: Sequence[Tuple[int, bytes]]) -> Path:
-    """Write (address, bytes) ranges as Intel HEX to a new file `<unique ID>-<YYYYmmdd-HHMMSS>[-n].hex` in
-    `directory`, flushed to the disk before returning (it must survive what comes next)."""
-    records = bincopy.BinFile()
-    for address, data in ranges:
-        records.add_binary(data, address=address)
-    text = records.as_ihex()
-    directory.mkdir(parents=True, exist_ok=True)
-    stem = f"{unique_id}-{time.strftime('%Y%m%d-%H%M%S')}"
-    for n in itertools.count():
-        path = directory / (f"{stem}.hex" if n == 0 else f"{stem}-{n}.hex")
-        try:
-            with open(path, "x", encoding="ascii") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-        except FileExistsError:
-            continue
-        return path
-    raise AssertionError("unreachable")
-
-
-def rewrite_backup(path: Path, ranges: Sequence[Tuple[int, bytes]]) -> None:
-    """Write (address, bytes) ranges as Intel HEX over the backup file at `path`: a new file beside it, synced,
-    then renamed over it (POSIX rename is atomic: the file is always the old one or the new one, whole)."""
-    records = bincopy.BinFile()
-    for address, data in ranges:
-        records.add_binary(data, address=address)
-    temporary = path.with_name(path.name + ".new")
-    with open(temporary, "w", encoding="ascii") as handle:
-        handle.write(records.as_ihex())
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
-def backup_of(error: BaseException) -> Optional[Path]:
-    """The backup file of the kept bytes a failed `Session.program` left, if it wrote one."""
-    path = getattr(error, BACKUP_ATTRIBUTE, None)
-    return path if isinstance(path, Path) else None
-
-
-def restore_hint(path: Path) -> str:
-    """What to tell the user about a backup left by a failed program."""
-    return (f"the bytes kept around the image were saved to {path} before their sectors' erase; restore them with "
-            f"`f4load {path}`, then program the file again")
-
-
-# --- peripherals the application left running -------------------------------------------------------------
-
-@dataclass(frozen=True)
-class RunningPeripherals:
-    """The registers that show an application's WWDG or DMA still running (module docstring)."""
-    wwdg_cr: int
-    dma_sxcr: Dict[Tuple[int, int], int]  # (controller 1 or 2, stream 0-7) -> DMAx_SxCR
-
-
-def read_running_peripherals(read32: Callable[[int], int]) -> RunningPeripherals:
-    """Read WWDG_CR and the 16 DMA streams' SxCR through `read32` (a pyocd target's)."""
-    streams = {(number, index): int(read32(dma_sxcr(base, index)))
-               for number, base in ((1, DMA1_BASE), (2, DMA2_BASE)) for index in range(DMA_STREAMS)}
-    return RunningPeripherals(wwdg_cr=int(read32(WWDG_CR)), dma_sxcr=streams)
-
-
-def peripheral_hazards(state: RunningPeripherals) -> List[str]:
-    """Why the stub cannot run with these peripherals as they are, one phrase per reason ([] when it can)."""
-    hazards = []
-    if state.wwdg_cr & WWDG_CR_WDGA:
-        hazards.append(f"the window watchdog is enabled (WWDG_CR = {state.wwdg_cr:#04x}, WDGA set; RM0090 20): "
-                       "it cannot be stopped and resets the chip within ~50-130 ms, an erase takes up to 2 s "
-                       "(freezing it in DBGMCU only works while the core is halted, and the stub runs the core)")
-    running = [f"DMA{number} stream {index}" for (number, index), cr in sorted(state.dma_sxcr.items())
-               if cr & DMA_SXCR_EN]
-    if running:
-        hazards.append(f"{', '.join(running)} {'is' if len(running) == 1 else 'are'} enabled (SxCR.EN = 1, "
-                       "RM0090 10): a DMA transfer may write into SRAM, where the stub and its buffers live")
-    return hazards
 
 
 def reset_report(error: stream.TargetResetError, narrower: str = "") -> str:

@@ -419,7 +419,7 @@ class Command:
         raise click.exceptions.Exit(outcome)
 
     def finish(self, report: Report) -> None:
-        from f4load.session import backup_of, restore_hint
+        from f4load.backup import backup_of, restore_hint
 
         if self.settings.as_json:
             self.console.result(report.to_json_text())
