@@ -15,9 +15,6 @@ from f4load.part import KB
 from f4load.sim import faults
 from f4load.sim.state import load_state
 
-EXIT_FOR_VERDICT = {"ok": exit_status.OK, "warning": exit_status.DIAGNOSE_WARNING,
-                    "problem": exit_status.DIAGNOSE_PROBLEM}
-
 
 def f4load(*args: object) -> Result:
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
@@ -63,7 +60,7 @@ def test_diagnose_reports_the_crc_unit_as_a_finding(chip: Path) -> None:
 def diagnosis() -> dict:
     result = f4load("diagnose", "--json")
     out: dict = json.loads(result.stdout)["details"]["diagnosis"]
-    assert result.exit_code == EXIT_FOR_VERDICT[out["verdict"]], result.output
+    assert result.exit_code == exit_status.DIAGNOSE[out["verdict"]], result.output
     return out
 
 

@@ -13,7 +13,8 @@ from typing import Any, Dict
 
 from click.testing import CliRunner, Result
 
-from f4load.cli import EXIT_DIAGNOSE_PROBLEM, EXIT_DIAGNOSE_WARNING, EXIT_FLASH, EXIT_OK, cli
+from f4load import exit_status
+from f4load.cli import EXIT_DIAGNOSE_PROBLEM, EXIT_FLASH, EXIT_OK, cli
 from f4load.part import KB
 from f4load.sim import faults
 from f4load.sim.state import load_state
@@ -23,14 +24,12 @@ def f4load(*args: object, input: str = "") -> Result:
     return CliRunner().invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
 
 
-# The exit status gates a production line: 0 only when nothing was found.
-EXIT_FOR_VERDICT = {"ok": EXIT_OK, "warning": EXIT_DIAGNOSE_WARNING, "problem": EXIT_DIAGNOSE_PROBLEM}
 
 
 def diagnosis(*args: object) -> Dict[str, Any]:
     result = f4load("diagnose", "--json", *args)
     out: Dict[str, Any] = json.loads(result.stdout)["details"]["diagnosis"]
-    assert result.exit_code == EXIT_FOR_VERDICT[out["verdict"]], result.output
+    assert result.exit_code == exit_status.DIAGNOSE[out["verdict"]], result.output
     return out
 
 

@@ -11,9 +11,6 @@ from f4load import exit_status
 from f4load.cli import EXIT_PROBE, cli
 from f4load.sim import faults
 
-EXIT_FOR_VERDICT = {"ok": exit_status.OK, "warning": exit_status.DIAGNOSE_WARNING,
-                    "problem": exit_status.DIAGNOSE_PROBLEM}
-
 
 def f4load(*args: object) -> Result:
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
@@ -22,7 +19,7 @@ def f4load(*args: object) -> Result:
 def test_diagnose_reports_a_wrong_f_size_and_runs_every_other_check(chip: Path) -> None:
     faults.inject(str(chip), "fsize=0")
     result = f4load("diagnose", "--json", "--trial-erase", 1, "--yes")
-    assert result.exit_code == EXIT_FOR_VERDICT["problem"], result.output
+    assert result.exit_code == exit_status.DIAGNOSE["problem"], result.output
     diagnosis = json.loads(result.stdout)["details"]["diagnosis"]
     names = [c["name"] for c in diagnosis["checks"]]
     assert names[:2] == ["identity", "supply"] and "trial erase" in names and "CRC unit" in names

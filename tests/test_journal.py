@@ -18,8 +18,6 @@ from f4load.session import LinkError, Session
 from f4load.sim import faults
 
 KB = 1024
-EXIT_FOR_VERDICT = {"ok": exit_status.OK, "warning": exit_status.DIAGNOSE_WARNING,
-                    "problem": exit_status.DIAGNOSE_PROBLEM}
 UNIQUE_ID = bytes.fromhex("35001f000731304d49533446")  # the virtual chip's
 
 
@@ -30,7 +28,7 @@ def f4load(*args: object) -> Result:
 def diagnosis(*args: object) -> Dict[str, Any]:
     result = f4load("diagnose", "--json", *args)
     out: Dict[str, Any] = json.loads(result.stdout)["details"]["diagnosis"]
-    assert result.exit_code == EXIT_FOR_VERDICT[out["verdict"]], result.output
+    assert result.exit_code == exit_status.DIAGNOSE[out["verdict"]], result.output
     return out
 
 

@@ -18,6 +18,9 @@ DECLINED = 8         # the user answered no at a prompt: nothing was done
 BOARDS_FAILED = 9    # several boards, failing for different reasons (each board's own status is in the report)
 INTERRUPTED = 130    # Ctrl-C or SIGTERM (128 + SIGINT, the shell convention)
 
+# `diagnose`'s exit status for its verdict (f4load.diagnose: ok / warning / problem).
+DIAGNOSE = {"ok": OK, "warning": DIAGNOSE_WARNING, "problem": DIAGNOSE_PROBLEM}
+
 HELP = """\b
 Exit status:
   0    success

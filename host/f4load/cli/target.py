@@ -119,14 +119,12 @@ def diagnose(attach: bool, psize: Optional[str], trial_sector: Optional[int], ye
         command.several_boards_need = "the trial erase destroys a sector on each board: add --yes"
 
     def work(session: Session) -> None:
-        from f4load.diagnose import PROBLEM, WARNING
         from f4load.diagnose import diagnose as run_diagnosis
 
         result = run_diagnosis(session, psize=psize, trial_sector=trial_sector)
         report.details["diagnosis"] = result.as_json()
         report.text_lines = result.lines()
-        report.exit_code = {PROBLEM: exit_status.DIAGNOSE_PROBLEM,
-                            WARNING: exit_status.DIAGNOSE_WARNING}.get(result.verdict, exit_status.OK)
+        report.exit_code = exit_status.DIAGNOSE[result.verdict]
 
     confirm = (f"The trial erase destroys the contents of sector {trial_sector}. Go on?"
                if trial_sector is not None and not yes else None)
