@@ -11,8 +11,10 @@ import json
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -273,3 +275,20 @@ def test_read_refuses_several_boards(chip: Path, tmp_path: Path) -> None:
     result = f4load("read", "0x08000000", "16", tmp_path / "out.bin", "--probe", "sim:a", "--probe", "sim:b")
     assert result.exit_code == exit_status.USAGE
     assert "read writes one file" in result.stderr
+
+
+def test_ctrl_c_reaches_every_board_and_each_is_reported(sim_state_dir: Path, tmp_path: Path) -> None:
+    """The parent passes the interrupt on to every worker once; each stops at a safe point; both are listed."""
+    image = app(tmp_path, 512 * KB, seed=12)
+    env = dict(os.environ, F4LOAD_SIM_LINK="stlink-v2")
+    job = subprocess.Popen([sys.executable, "-m", "f4load", str(image), "--probe", "sim:a", "--probe", "sim:b"],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           stdin=subprocess.DEVNULL, cwd=REPO)
+    time.sleep(1.5)  # a 512 KB job takes seconds of wall time: the workers are starting or at work
+    job.send_signal(signal.SIGINT)
+    stdout, stderr = job.communicate(timeout=120)
+    assert job.returncode == exit_status.INTERRUPTED, stdout + stderr
+    lines = stdout.splitlines()
+    assert lines[-1].startswith("2 boards: ") and "Traceback" not in stderr
+    for name in "ab":
+        assert any(line.startswith(f"[virtual STM32F407 (sim:{name})") and "(exit 130)" in line for line in lines)

@@ -259,3 +259,13 @@ def test_ctrl_c_before_the_work_starts_says_so_and_changes_nothing(sim_state_dir
     assert "Traceback" not in stderr and len(error_lines(stderr)) == 1, stderr
     assert re.search(r"nothing was (done|changed|erased)|no work on the target was under way", stderr), stderr
     assert holds(sim_state_dir, old)
+
+
+def test_each_fact_of_the_way_out_is_said_once() -> None:
+    from f4load.interrupt import Interrupted
+
+    error = Interrupted("the stub stopped after erase sector 3")
+    error.add_detail("the core is halted and FLASH_CR locked")
+    error.add_detail("the core is halted and FLASH_CR locked")
+    assert str(error) == ("interrupted (Ctrl-C): the stub stopped after erase sector 3; the core is halted and "
+                          "FLASH_CR locked")

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from f4load import __version__, exit_status
 from f4load.console import Console, error_line
@@ -110,45 +111,45 @@ def _worker_report(command: str, probe: str,
 def run(command: str, argv: Sequence[str], probes: Sequence[str], console: Console) -> int:
     """Run the command of `argv` on every probe in parallel; print a line per board and a last line (or one
     JSON document); return the exit status (module docstring)."""
-    workers: Dict[str, subprocess.Popen] = {}  # type: ignore[type-arg]
-    results: Dict[str, BoardResult] = {}
-    lock = threading.Lock()
-
-    def wait(probe: str, process: subprocess.Popen) -> None:  # type: ignore[type-arg]
-        stdout, stderr = process.communicate()
-        finished = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-        result = _worker_report(command, probe, finished)
-        with lock:
-            results[probe] = result
-            if console.talk:
-                console.result(result.line())
-            elif not console.as_json and not result.ok:
-                error_line(result.line())
-            if console.verbose and stderr.strip():
-                for text in stderr.rstrip().splitlines():
-                    console.note(f"[{result.label}] {text}")
-
     env = dict(os.environ)
-    for probe in probes:
-        workers[probe] = subprocess.Popen(
-            [sys.executable, "-m", "f4load", *worker_argv(argv, probe)], stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
-    threads = [threading.Thread(target=wait, args=item, daemon=True) for item in workers.items()]
-    for thread in threads:
-        thread.start()
+    workers: Dict[str, subprocess.Popen] = {  # type: ignore[type-arg]
+        probe: subprocess.Popen([sys.executable, "-m", "f4load", *worker_argv(argv, probe)], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                start_new_session=True)
+        for probe in probes}
+    # One reader thread per worker drains its pipes; the results come back through a queue, never through
+    # Thread.join: a signal that interrupts a join can leave the thread looking finished while it still runs.
+    finished: queue.Queue[Tuple[str, subprocess.CompletedProcess]] = queue.Queue()  # type: ignore[type-arg]
+
+    def read(probe: str, process: subprocess.Popen) -> None:  # type: ignore[type-arg]
+        stdout, stderr = process.communicate()
+        finished.put((probe, subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)))
+
+    for item in workers.items():
+        threading.Thread(target=read, args=item, daemon=True).start()
+    results: Dict[str, BoardResult] = {}
     interrupted = False
-    try:
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(0.1)
-    except KeyboardInterrupt:
-        interrupted = True
-        for process in workers.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-        for thread in threads:
-            thread.join()
-    ordered = [results[probe] for probe in probes if probe in results]
+    while len(results) < len(workers):
+        try:
+            probe, done = finished.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        except KeyboardInterrupt:
+            # Ctrl-C or SIGTERM: each worker stops at its own next safe point and locks its FLASH_CR.
+            interrupted = True
+            for process in workers.values():
+                if process.poll() is None:
+                    process.send_signal(signal.SIGINT)
+            continue
+        result = results[probe] = _worker_report(command, probe, done)
+        if console.talk:
+            console.result(result.line())
+        elif not console.as_json and not result.ok:
+            error_line(result.line())
+        if console.verbose and done.stderr.strip():
+            for text in done.stderr.rstrip().splitlines():
+                console.note(f"[{result.label}] {text}")
+    ordered = [results[probe] for probe in probes]
     status = exit_status.INTERRUPTED if interrupted else overall_status([r.exit_code for r in ordered])
     failed = [r for r in ordered if not r.ok]
     if console.as_json:

@@ -47,7 +47,10 @@ class Interrupted(KeyboardInterrupt):
         self.signal_name = signal_name
 
     def add_detail(self, text: str) -> None:
-        """Append `text` to the message (what the way out did: core halted, FLASH_CR locked...)."""
+        """Append `text` to the message (what the way out did: core halted, FLASH_CR locked...), once: the
+        layers an interrupt passes through on its way out may each report the same fact."""
+        if self.args and text in str(self.args[0]).split("; "):
+            return
         self.args = (f"{self.args[0]}; {text}" if self.args else text,)
 
     def __str__(self) -> str:
