@@ -309,11 +309,25 @@ def peer_flm() -> Optional[Path]:
     return peer_flm_path()
 
 
+def record_runs(bench: BenchResult, job: Job, runs: Sequence[Callable[[], Result]], keil_absent: bool,
+                say: Callable[[str], None]) -> None:
+    """Run a job's rows in order, recording and printing each; when the Keil peer is absent, a row that says so."""
+    from f4load.sim.peer import peer_flm_candidate
+
+    for run in runs:
+        result = run()
+        bench.results.append(result)
+        say(format_result(result))
+    if job.all_programmers and keil_absent:
+        bench.results.append(Result(job.name, PYOCD_KEIL, None, None, job.floor_s, "", False,
+                                    f"peer FLM absent: {peer_flm_candidate()}"))
+
+
 def run_bench(link: str = DEFAULT_LINK, seed: int = SEED,
               say: Callable[[str], None] = lambda _line: None) -> BenchResult:
     """Every job with every programmer; then the acceptance checks."""
     from f4load.session import DEFAULT_SWD_HZ
-    from f4load.sim.peer import peer_flm_candidate, use_flm
+    from f4load.sim.peer import use_flm
 
     bench = BenchResult(link, seed)
     keil = peer_flm()
@@ -323,13 +337,7 @@ def run_bench(link: str = DEFAULT_LINK, seed: int = SEED,
             runs.append(partial(run_pyocd, job, link, PYOCD_STUB, frequency=DEFAULT_SWD_HZ))
             if keil is not None:
                 runs.append(partial(run_pyocd, job, link, PYOCD_KEIL, partial(use_flm, flm_path=keil)))
-        for run in runs:
-            result = run()
-            bench.results.append(result)
-            say(format_result(result))
-        if job.all_programmers and keil is None:
-            bench.results.append(Result(job.name, PYOCD_KEIL, None, None, job.floor_s, "", False,
-                                        f"peer FLM absent: {peer_flm_candidate()}"))
+        record_runs(bench, job, runs, keil_absent=keil is None, say=say)
     full = bench.get(FULL, F4LOAD)
     assert full is not None and full.ratio is not None
     bench.checks.append((f"f4load full job {full.seconds:.3f} s = {full.ratio:.3f} x the floor "

@@ -51,10 +51,10 @@ from f4load.bench import (
     Job,
     Result,
     flash_holds,
-    format_result,
     make_jobs,
     peer_flm,
     prepare_chip,
+    record_runs,
 )
 from f4load.part import FLASH_START
 
@@ -234,7 +234,7 @@ def _free_port() -> int:
 def run_stlink_bench(link: str, seed: int, say: Callable[[str], None] = lambda _line: None) -> BenchResult:
     """Every job with every programmer through the virtual ST-Link `link`."""
     from f4load.session import DEFAULT_SWD_HZ
-    from f4load.sim.peer import peer_flm_candidate, use_flm
+    from f4load.sim.peer import use_flm
 
     bench = BenchResult(link, seed, route="st-link")
     keil = peer_flm()
@@ -250,13 +250,7 @@ def run_stlink_bench(link: str, seed: int, say: Callable[[str], None] = lambda _
             ]
             if keil is not None:
                 runs.insert(3, partial(run_pyocd, job, link, PYOCD_KEIL, install=partial(use_flm, flm_path=keil)))
-        for run in runs:
-            result = run()
-            bench.results.append(result)
-            say(format_result(result))
-        if job.all_programmers and keil is None:
-            bench.results.append(Result(job.name, PYOCD_KEIL, None, None, job.floor_s, "", False,
-                                        f"peer FLM absent: {peer_flm_candidate()}"))
+        record_runs(bench, job, runs, keil_absent=keil is None, say=say)
     full = bench.get(FULL, F4LOAD)
     if full is not None and full.ratio is not None:
         bench.checks.append((f"issue 11: {link}: f4load full job {full.seconds:.3f} s = {full.ratio:.3f} x the "
