@@ -41,6 +41,13 @@ def debug_session(server, index: int = 0):
     return connection, connect_id
 
 
+def start_erase_of_sector_1(connection: ServerConnection, connect_id: int) -> None:
+    """Unlock FLASH_CR with the two keys and start the erase of sector 1 at x32 (RM0090 3.6.3), as a host would."""
+    write_word(connection, connect_id, reg.FLASH_KEYR, reg.FLASH_KEY1)
+    write_word(connection, connect_id, reg.FLASH_KEYR, reg.FLASH_KEY2)
+    write_word(connection, connect_id, reg.FLASH_CR, (2 << 8) | reg.FLASH_CR_SER | (1 << 3) | reg.FLASH_CR_STRT)
+
+
 def usb(connection: ServerConnection, connect_id: int, *cdb: int, out: bytes = b"", read: int = 0) -> bytes:
     return connection.usb_command(connect_id, bytes(cdb), out, read)
 
@@ -147,9 +154,7 @@ def test_a_killed_client_leaves_the_erase_in_flight_to_complete(stlink_server, s
     flash_with(sim_state_dir, b"\x5a")
     server = stlink_server()
     connection, connect_id = debug_session(server)
-    write_word(connection, connect_id, reg.FLASH_KEYR, 0x4567_0123)
-    write_word(connection, connect_id, reg.FLASH_KEYR, 0xCDEF_89AB)
-    write_word(connection, connect_id, reg.FLASH_CR, (2 << 8) | reg.FLASH_CR_SER | (1 << 3) | reg.FLASH_CR_STRT)
+    start_erase_of_sector_1(connection, connect_id)
     assert read_word(connection, connect_id, reg.FLASH_SR) & reg.FLASH_SR_BSY
     connection._sock.close()  # the client dies: no CLOSE_DEV
     later, later_id = debug_session(server)
@@ -163,9 +168,7 @@ def test_sigterm_saves_the_flash_as_it_is(stlink_server, sim_state_dir) -> None:
     flash_with(sim_state_dir, b"\x5a")
     server = stlink_server()
     connection, connect_id = debug_session(server)
-    write_word(connection, connect_id, reg.FLASH_KEYR, 0x4567_0123)
-    write_word(connection, connect_id, reg.FLASH_KEYR, 0xCDEF_89AB)
-    write_word(connection, connect_id, reg.FLASH_CR, (2 << 8) | reg.FLASH_CR_SER | (1 << 3) | reg.FLASH_CR_STRT)
+    start_erase_of_sector_1(connection, connect_id)
     assert server.stop() == 0  # SIGTERM while the client still holds the board and the erase runs
     flash = sim_state.load_state(sim_state_dir).flash
     assert flash[0x4000:0x8000] == b"\xff" * 0x4000 and flash[:0x4000] == b"\x5a" * 0x4000
