@@ -51,6 +51,7 @@ from pyocd.core.options import OptionInfo
 from pyocd.core.plugin import Plugin
 from pyocd.probe.debug_probe import DebugProbe
 
+from f4load.registers import DHCSR
 from f4load.sim.clock import DEFAULT_LINK_MODEL, LINK_MODELS, PS_PER_MS, PS_PER_S, LinkModel
 
 if TYPE_CHECKING:
@@ -65,8 +66,6 @@ LINK_OPTION = "f4sim.link"
 # Path of a .FLM flash algorithm the board's target uses instead of f4load's stub (target.py).
 FLM_OPTION = "f4sim.flm"
 
-DHCSR = 0xE000_EDF0
-DHCSR_S_HALT = 1 << 17
 APSEL_SHIFT = 24
 APSEL_MASK = 0xFF << APSEL_SHIFT
 AP_REGISTER_MASK = 0xFFFF
